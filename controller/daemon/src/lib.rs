@@ -1,0 +1,1 @@
+//! The wyvernd per-host daemon and the wyvern CLI: configuration and wiring.

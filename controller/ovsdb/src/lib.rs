@@ -1,0 +1,1 @@
+//! RFC 7047 OVSDB client: creates br-int, monitors interfaces and binds logical ports to ofports.

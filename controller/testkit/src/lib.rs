@@ -1,0 +1,10 @@
+//! Test harness: starts and stops the real processes (wyvernd, ovsdb-server, ovs-vswitchd,
+//! network namespaces) that wyvern's tests run against, and waits on conditions with a
+//! deadline instead of sleeping.
+//!
+//! Every process a harness starts is a child of the test (never `--detach`, which leaves
+//! zombies on this kind of machine) and is stopped and reaped on `Drop`.
+
+pub mod ovs;
+pub mod poll;
+pub mod wyvernd;

@@ -1,0 +1,1 @@
+//! Open vSwitch harness: a private ovsdb-server and ovs-vswitchd per test.

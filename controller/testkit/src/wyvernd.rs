@@ -1,0 +1,1 @@
+//! wyvernd harness: a real wyvernd process with its own data dir and ports.
