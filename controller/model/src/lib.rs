@@ -1,1 +1,33 @@
 //! Logical topology (Neutron subset): types, validation, IPAM and Neutron JSON shapes; pure, no I/O.
+//!
+//! The flow is always the same: parse a request body into a typed request (`request`), ask
+//! the [`Topology`] for the [`Change`] an operation makes (`ops`; validation and IPAM happen
+//! here, nothing is mutated), then [`Topology::apply`] it and persist the same change under
+//! [`key`]`(kind, id)`. Other components mirror the topology from the store with
+//! [`Topology::apply_put`] / [`Topology::apply_delete`].
+
+mod context;
+mod error;
+mod ops;
+mod request;
+mod topology;
+mod types;
+
+pub use context::RequestContext;
+pub use error::ModelError;
+pub use ops::{default_pools, InterfaceInfo};
+pub use request::{
+    AddressPairRequest, FixedIpRequest, GatewayRequest, InterfaceRequest, NetworkCreate,
+    NetworkUpdate, PortCreate, PortUpdate, RouterCreate, RouterUpdate, SubnetCreate, SubnetUpdate,
+};
+pub use topology::{
+    key, parse_key, ApplyError, Change, ChangeOp, Kind, ModelConfig, NetworkView, Object, Topology,
+    KEY_PREFIX,
+};
+pub use types::{
+    AddressPair, AllocationPool, FixedIp, HostRoute, MacAddr, MacParseError, MacPrefix, Network,
+    Port, Router, Subnet, Timestamp, DEVICE_OWNER_DHCP, DEVICE_OWNER_ROUTER_INTERFACE,
+};
+
+#[cfg(test)]
+mod tests;

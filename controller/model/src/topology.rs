@@ -1,0 +1,641 @@
+//! The in-memory topology: every object, indexed for validation and IPAM, and the `Change`
+//! that operations produce. Operations (in `ops.rs`) only read the topology; `apply` is the
+//! only mutation, so a caller can validate under a lock, apply, and persist the same `Change`.
+//!
+//! Store layout: each object is its Neutron JSON under `/wyvern/v1/<kind>/<id>`, kind one of
+//! `networks`, `subnets`, `ports`, `routers`. Any component can mirror the topology from a
+//! store watch with [`Topology::apply_put`] and [`Topology::apply_delete`]; the indexes are
+//! maintained the same way whichever path an object arrives by.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::types::{AllocationPool, MacAddr, MacPrefix, Network, Port, Router, Subnet};
+
+/// The prefix under which every topology object is stored.
+pub const KEY_PREFIX: &str = "/wyvern/v1/";
+
+/// The kinds of stored objects; the string is the key segment and the Neutron collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Network,
+    Subnet,
+    Port,
+    Router,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Network, Kind::Subnet, Kind::Port, Kind::Router];
+
+    /// The collection name: `networks`, `subnets`, `ports`, `routers`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Network => "networks",
+            Kind::Subnet => "subnets",
+            Kind::Port => "ports",
+            Kind::Router => "routers",
+        }
+    }
+
+    /// The singular name used as the JSON wrapper key: `network`, `subnet`, ...
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::Network => "network",
+            Kind::Subnet => "subnet",
+            Kind::Port => "port",
+            Kind::Router => "router",
+        }
+    }
+}
+
+impl FromStr for Kind {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s).ok_or(())
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The store key of an object: `/wyvern/v1/<kind>/<id>`.
+pub fn key(kind: Kind, id: Uuid) -> String {
+    format!("{KEY_PREFIX}{}/{}", kind.as_str(), id)
+}
+
+/// The inverse of [`key`]; `None` for keys that are not topology objects.
+pub fn parse_key(key: &str) -> Option<(Kind, Uuid)> {
+    let rest = key.strip_prefix(KEY_PREFIX)?;
+    let (kind, id) = rest.split_once('/')?;
+    Some((kind.parse().ok()?, Uuid::parse_str(id).ok()?))
+}
+
+/// Any stored object. Objects are immutable once built and shared by `Arc`, so a reader can
+/// take a snapshot of thousands of them without copying.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Network(Arc<Network>),
+    Subnet(Arc<Subnet>),
+    Port(Arc<Port>),
+    Router(Arc<Router>),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Network(_) => Kind::Network,
+            Object::Subnet(_) => Kind::Subnet,
+            Object::Port(_) => Kind::Port,
+            Object::Router(_) => Kind::Router,
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        match self {
+            Object::Network(o) => o.id,
+            Object::Subnet(o) => o.id,
+            Object::Port(o) => o.id,
+            Object::Router(o) => o.id,
+        }
+    }
+
+    /// The stored form (Neutron JSON).
+    pub fn to_json(&self) -> Vec<u8> {
+        let r = match self {
+            Object::Network(o) => serde_json::to_vec(&**o),
+            Object::Subnet(o) => serde_json::to_vec(&**o),
+            Object::Port(o) => serde_json::to_vec(&**o),
+            Object::Router(o) => serde_json::to_vec(&**o),
+        };
+        // Serializing these plain structs into memory cannot fail (no maps with non-string
+        // keys, no custom serializers that error).
+        r.unwrap_or_default()
+    }
+
+    /// Parses the stored form of an object of `kind`.
+    pub fn from_json(kind: Kind, bytes: &[u8]) -> Result<Object, serde_json::Error> {
+        Ok(match kind {
+            Kind::Network => Object::Network(Arc::new(serde_json::from_slice(bytes)?)),
+            Kind::Subnet => Object::Subnet(Arc::new(serde_json::from_slice(bytes)?)),
+            Kind::Port => Object::Port(Arc::new(serde_json::from_slice(bytes)?)),
+            Kind::Router => Object::Router(Arc::new(serde_json::from_slice(bytes)?)),
+        })
+    }
+}
+
+/// One object written or deleted by an operation, with its previous version (for guards and
+/// for undoing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeOp {
+    pub kind: Kind,
+    pub id: Uuid,
+    /// The object before the change; `None` for a create.
+    pub old: Option<Object>,
+    /// The object after the change; `None` for a delete.
+    pub new: Option<Object>,
+}
+
+impl ChangeOp {
+    pub fn key(&self) -> String {
+        key(self.kind, self.id)
+    }
+}
+
+/// What an operation does to the topology, in order: apply it to a `Topology` with
+/// [`Topology::apply`] and write it to the store as puts (`new` is `Some`) and deletes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Change {
+    pub ops: Vec<ChangeOp>,
+}
+
+impl Change {
+    pub(crate) fn put(&mut self, old: Option<Object>, new: Object) {
+        self.ops.push(ChangeOp {
+            kind: new.kind(),
+            id: new.id(),
+            old,
+            new: Some(new),
+        });
+    }
+
+    pub(crate) fn delete(&mut self, old: Object) {
+        self.ops.push(ChangeOp {
+            kind: old.kind(),
+            id: old.id(),
+            old: Some(old),
+            new: None,
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The change that undoes this one (applied after it, restores the previous state).
+    pub fn inverse(&self) -> Change {
+        Change {
+            ops: self
+                .ops
+                .iter()
+                .rev()
+                .map(|op| ChangeOp {
+                    kind: op.kind,
+                    id: op.id,
+                    old: op.new.clone(),
+                    new: op.old.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Appends another change (for bulk operations).
+    pub fn extend(&mut self, other: Change) {
+        self.ops.extend(other.ops);
+    }
+}
+
+/// Why a store entry could not be mirrored into a topology.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("failed to mirror key {0:?}: not a /wyvern/v1/<kind>/<uuid> key")]
+    UnknownKey(String),
+    #[error("failed to decode the object stored at {key}: {source}")]
+    Decode {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to mirror key {key}: the stored object has id {found}")]
+    IdMismatch { key: String, found: Uuid },
+}
+
+/// Tunables of the model that operators may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelConfig {
+    /// The first three bytes of generated MAC addresses.
+    pub mac_prefix: MacPrefix,
+    /// MTU of new networks and the largest MTU a network may ask for (1450 leaves room for
+    /// VXLAN on a 1500-byte underlay).
+    pub max_mtu: u32,
+    /// Neutron's `max_dns_nameservers`.
+    pub max_dns_nameservers: usize,
+    /// Neutron's `max_subnet_host_routes`.
+    pub max_subnet_host_routes: usize,
+    /// Neutron's `max_routes` (static routes per router).
+    pub max_routes: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            mac_prefix: MacPrefix::default(),
+            max_mtu: 1450,
+            max_dns_nameservers: 5,
+            max_subnet_host_routes: 20,
+            max_routes: 30,
+        }
+    }
+}
+
+/// The addresses taken on one subnet, and where to start looking for a free one.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SubnetAlloc {
+    /// Address -> the port holding it.
+    pub(crate) used: HashMap<Ipv4Addr, Uuid>,
+    /// Invariant: no free pool address is below `hint`. Allocation scans from here, so
+    /// sequential allocation is O(1) amortized even on a /16 with 60,000 ports.
+    pub(crate) hint: u32,
+}
+
+impl SubnetAlloc {
+    /// Moves `hint` forward past taken addresses (and gaps between pools).
+    fn advance(&mut self, pools: &[AllocationPool]) {
+        loop {
+            let h = self.hint;
+            let next = pools
+                .iter()
+                .filter(|p| u32::from(p.end) >= h)
+                .min_by_key(|p| u32::from(p.start));
+            let Some(p) = next else { return };
+            let c = h.max(u32::from(p.start));
+            if !self.used.contains_key(&Ipv4Addr::from(c)) {
+                self.hint = c;
+                return;
+            }
+            match c.checked_add(1) {
+                Some(n) => self.hint = n,
+                None => return,
+            }
+        }
+    }
+
+    /// The lowest free pool address not in `exclude`.
+    pub(crate) fn find_free(
+        &self,
+        pools: &[AllocationPool],
+        exclude: &[Ipv4Addr],
+    ) -> Option<Ipv4Addr> {
+        let mut sorted: Vec<&AllocationPool> = pools.iter().collect();
+        sorted.sort_by_key(|p| p.start);
+        for p in sorted {
+            let (start, end) = (u32::from(p.start).max(self.hint), u32::from(p.end));
+            if start > end {
+                continue;
+            }
+            for c in start..=end {
+                let ip = Ipv4Addr::from(c);
+                if !self.used.contains_key(&ip) && !exclude.contains(&ip) {
+                    return Some(ip);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A network as Neutron shows it: the stored object plus its derived `subnets` list.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkView {
+    #[serde(flatten)]
+    pub network: Arc<Network>,
+    pub subnets: Vec<Uuid>,
+}
+
+/// Every object of the logical topology, with the indexes validation and IPAM need.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    pub(crate) cfg: ModelConfig,
+    pub(crate) networks: BTreeMap<Uuid, Arc<Network>>,
+    pub(crate) subnets: BTreeMap<Uuid, Arc<Subnet>>,
+    pub(crate) ports: BTreeMap<Uuid, Arc<Port>>,
+    pub(crate) routers: BTreeMap<Uuid, Arc<Router>>,
+    pub(crate) net_subnets: HashMap<Uuid, BTreeSet<Uuid>>,
+    pub(crate) net_ports: HashMap<Uuid, HashSet<Uuid>>,
+    pub(crate) allocs: HashMap<Uuid, SubnetAlloc>,
+    pub(crate) macs: HashMap<(Uuid, MacAddr), Uuid>,
+    pub(crate) router_ports: HashMap<Uuid, BTreeSet<Uuid>>,
+}
+
+impl Topology {
+    pub fn new(cfg: ModelConfig) -> Self {
+        Topology {
+            cfg,
+            ..Default::default()
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    // ---- read access (unfiltered; the ops module applies visibility) ----
+
+    /// All networks in id order.
+    pub fn networks(&self) -> impl Iterator<Item = &Arc<Network>> {
+        self.networks.values()
+    }
+    pub fn subnets(&self) -> impl Iterator<Item = &Arc<Subnet>> {
+        self.subnets.values()
+    }
+    pub fn ports(&self) -> impl Iterator<Item = &Arc<Port>> {
+        self.ports.values()
+    }
+    pub fn routers(&self) -> impl Iterator<Item = &Arc<Router>> {
+        self.routers.values()
+    }
+    pub fn get_network(&self, id: &Uuid) -> Option<&Arc<Network>> {
+        self.networks.get(id)
+    }
+    pub fn get_subnet(&self, id: &Uuid) -> Option<&Arc<Subnet>> {
+        self.subnets.get(id)
+    }
+    pub fn get_port(&self, id: &Uuid) -> Option<&Arc<Port>> {
+        self.ports.get(id)
+    }
+    pub fn get_router(&self, id: &Uuid) -> Option<&Arc<Router>> {
+        self.routers.get(id)
+    }
+
+    /// The subnets of a network, in id order.
+    pub fn network_subnets(&self, network_id: &Uuid) -> impl Iterator<Item = &Arc<Subnet>> {
+        self.net_subnets
+            .get(network_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.subnets.get(id))
+    }
+
+    /// The ports of a network (in no particular order).
+    pub fn network_ports(&self, network_id: &Uuid) -> impl Iterator<Item = &Arc<Port>> {
+        self.net_ports
+            .get(network_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
+    }
+
+    /// A router's interfaces: its `network:router_interface` ports, in id order.
+    pub fn router_interfaces(&self, router_id: &Uuid) -> impl Iterator<Item = &Arc<Port>> {
+        self.router_ports
+            .get(router_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
+    }
+
+    /// The port holding `ip` on `subnet_id`, if any.
+    pub fn ip_owner(&self, subnet_id: &Uuid, ip: Ipv4Addr) -> Option<Uuid> {
+        self.allocs.get(subnet_id)?.used.get(&ip).copied()
+    }
+
+    /// The port using `mac` on `network_id`, if any.
+    pub fn mac_owner(&self, network_id: &Uuid, mac: MacAddr) -> Option<Uuid> {
+        self.macs.get(&(*network_id, mac)).copied()
+    }
+
+    /// The network as Neutron shows it (with `subnets`).
+    pub fn network_view(&self, n: &Arc<Network>) -> NetworkView {
+        NetworkView {
+            network: n.clone(),
+            subnets: self
+                .net_subnets
+                .get(&n.id)
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.networks.len() + self.subnets.len() + self.ports.len() + self.routers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // ---- mutation ----
+
+    /// Applies a change produced by an operation on this topology (or mirrored from a store).
+    pub fn apply(&mut self, change: &Change) {
+        for op in &change.ops {
+            match &op.new {
+                Some(obj) => self.insert(obj.clone()),
+                None => self.remove(op.kind, op.id),
+            }
+        }
+    }
+
+    /// Mirrors a store put of `key` (a `/wyvern/v1/<kind>/<id>` key) with its JSON value.
+    pub fn apply_put(&mut self, key: &str, value: &[u8]) -> Result<(), ApplyError> {
+        let (kind, id) = parse_key(key).ok_or_else(|| ApplyError::UnknownKey(key.to_string()))?;
+        let obj = Object::from_json(kind, value).map_err(|source| ApplyError::Decode {
+            key: key.to_string(),
+            source,
+        })?;
+        if obj.id() != id {
+            return Err(ApplyError::IdMismatch {
+                key: key.to_string(),
+                found: obj.id(),
+            });
+        }
+        self.insert(obj);
+        Ok(())
+    }
+
+    /// Mirrors a store delete of `key`. Deleting an absent object is not an error.
+    pub fn apply_delete(&mut self, key: &str) -> Result<(), ApplyError> {
+        let (kind, id) = parse_key(key).ok_or_else(|| ApplyError::UnknownKey(key.to_string()))?;
+        self.remove(kind, id);
+        Ok(())
+    }
+
+    fn insert(&mut self, obj: Object) {
+        match obj {
+            Object::Network(n) => {
+                self.networks.insert(n.id, n);
+            }
+            Object::Subnet(s) => {
+                let pools_changed = self
+                    .subnets
+                    .get(&s.id)
+                    .is_none_or(|old| old.allocation_pools != s.allocation_pools);
+                self.net_subnets
+                    .entry(s.network_id)
+                    .or_default()
+                    .insert(s.id);
+                if pools_changed {
+                    let a = self.allocs.entry(s.id).or_default();
+                    a.hint = 0;
+                    a.advance(&s.allocation_pools);
+                }
+                if let Some(old) = self.subnets.insert(s.id, s.clone()) {
+                    if old.network_id != s.network_id {
+                        self.unlink_subnet(&old);
+                    }
+                }
+            }
+            Object::Port(p) => {
+                if let Some(old) = self.ports.get(&p.id).cloned() {
+                    self.unindex_port(&old);
+                }
+                self.index_port(&p);
+                self.ports.insert(p.id, p);
+            }
+            Object::Router(r) => {
+                self.routers.insert(r.id, r);
+            }
+        }
+    }
+
+    fn remove(&mut self, kind: Kind, id: Uuid) {
+        match kind {
+            Kind::Network => {
+                self.networks.remove(&id);
+                if self.net_subnets.get(&id).is_some_and(|s| s.is_empty()) {
+                    self.net_subnets.remove(&id);
+                }
+                if self.net_ports.get(&id).is_some_and(|s| s.is_empty()) {
+                    self.net_ports.remove(&id);
+                }
+            }
+            Kind::Subnet => {
+                if let Some(old) = self.subnets.remove(&id) {
+                    self.unlink_subnet(&old);
+                }
+                if self.allocs.get(&id).is_some_and(|a| a.used.is_empty()) {
+                    self.allocs.remove(&id);
+                }
+            }
+            Kind::Port => {
+                if let Some(old) = self.ports.remove(&id) {
+                    self.unindex_port(&old);
+                }
+            }
+            Kind::Router => {
+                self.routers.remove(&id);
+            }
+        }
+    }
+
+    fn unlink_subnet(&mut self, s: &Subnet) {
+        if let Some(set) = self.net_subnets.get_mut(&s.network_id) {
+            set.remove(&s.id);
+            if set.is_empty() && !self.networks.contains_key(&s.network_id) {
+                self.net_subnets.remove(&s.network_id);
+            }
+        }
+    }
+
+    fn router_of(p: &Port) -> Option<Uuid> {
+        if p.is_router_interface() {
+            Uuid::parse_str(&p.device_id).ok()
+        } else {
+            None
+        }
+    }
+
+    fn index_port(&mut self, p: &Port) {
+        self.net_ports.entry(p.network_id).or_default().insert(p.id);
+        self.macs.insert((p.network_id, p.mac_address), p.id);
+        for f in &p.fixed_ips {
+            let a = self.allocs.entry(f.subnet_id).or_default();
+            a.used.insert(f.ip_address, p.id);
+            if u32::from(f.ip_address) == a.hint {
+                if let Some(s) = self.subnets.get(&f.subnet_id) {
+                    a.advance(&s.allocation_pools);
+                }
+            }
+        }
+        if let Some(r) = Self::router_of(p) {
+            self.router_ports.entry(r).or_default().insert(p.id);
+        }
+    }
+
+    fn unindex_port(&mut self, p: &Port) {
+        if let Some(set) = self.net_ports.get_mut(&p.network_id) {
+            set.remove(&p.id);
+            if set.is_empty() && !self.networks.contains_key(&p.network_id) {
+                self.net_ports.remove(&p.network_id);
+            }
+        }
+        if self.macs.get(&(p.network_id, p.mac_address)) == Some(&p.id) {
+            self.macs.remove(&(p.network_id, p.mac_address));
+        }
+        for f in &p.fixed_ips {
+            if let Some(a) = self.allocs.get_mut(&f.subnet_id) {
+                if a.used.get(&f.ip_address) == Some(&p.id) {
+                    a.used.remove(&f.ip_address);
+                    a.hint = a.hint.min(u32::from(f.ip_address));
+                }
+                if a.used.is_empty() && !self.subnets.contains_key(&f.subnet_id) {
+                    self.allocs.remove(&f.subnet_id);
+                }
+            }
+        }
+        if let Some(r) = Self::router_of(p) {
+            if let Some(set) = self.router_ports.get_mut(&r) {
+                set.remove(&p.id);
+                if set.is_empty() {
+                    self.router_ports.remove(&r);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let id = Uuid::new_v4();
+        for k in Kind::ALL {
+            assert_eq!(parse_key(&key(k, id)), Some((k, id)));
+        }
+        assert_eq!(parse_key("/wyvern/v1/bananas/x"), None);
+        assert_eq!(parse_key("/other/networks/x"), None);
+        assert_eq!(key(Kind::Port, id), format!("/wyvern/v1/ports/{id}"));
+    }
+
+    #[test]
+    fn find_free_skips_used_and_gaps() {
+        let pools = [
+            AllocationPool {
+                start: Ipv4Addr::new(10, 0, 0, 2),
+                end: Ipv4Addr::new(10, 0, 0, 3),
+            },
+            AllocationPool {
+                start: Ipv4Addr::new(10, 0, 0, 10),
+                end: Ipv4Addr::new(10, 0, 0, 11),
+            },
+        ];
+        let mut a = SubnetAlloc::default();
+        a.advance(&pools);
+        assert_eq!(a.hint, u32::from(Ipv4Addr::new(10, 0, 0, 2)));
+        a.used.insert(Ipv4Addr::new(10, 0, 0, 2), Uuid::nil());
+        a.used.insert(Ipv4Addr::new(10, 0, 0, 3), Uuid::nil());
+        a.advance(&pools);
+        assert_eq!(Ipv4Addr::from(a.hint), Ipv4Addr::new(10, 0, 0, 10));
+        assert_eq!(a.find_free(&pools, &[]), Some(Ipv4Addr::new(10, 0, 0, 10)));
+        assert_eq!(
+            a.find_free(&pools, &[Ipv4Addr::new(10, 0, 0, 10)]),
+            Some(Ipv4Addr::new(10, 0, 0, 11))
+        );
+        a.used.insert(Ipv4Addr::new(10, 0, 0, 10), Uuid::nil());
+        a.used.insert(Ipv4Addr::new(10, 0, 0, 11), Uuid::nil());
+        a.advance(&pools);
+        assert_eq!(a.find_free(&pools, &[]), None);
+    }
+}
