@@ -1,1 +1,5 @@
 //! The wyvernd per-host daemon and the wyvern CLI: configuration and wiring.
+
+pub mod cli;
+pub mod client;
+pub mod config;

@@ -1,0 +1,270 @@
+//! wyvernd configuration: every key is a command-line flag, an environment variable
+//! (`WYVERN_<KEY>`) and a key of the TOML file given with `--config`.
+//!
+//! Precedence, highest first: flag, environment variable, config file, built-in default.
+//! clap resolves flag-over-environment itself; the file and the defaults are applied after
+//! it, which is why every key is an `Option` on the command line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Default Neutron API address: loopback only, the standard Neutron port.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9696";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./wyvern-data";
+/// OpenStack's MAC prefix, so addresses look familiar to Neutron users.
+pub const DEFAULT_BASE_MAC: Mac = Mac([0xfa, 0x16, 0x3e, 0, 0, 0]);
+
+/// How API requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Every request is admin: for a single host, loopback only.
+    #[default]
+    Noauth,
+    /// `X-Auth-Token` is looked up in the token file (token -> project, roles).
+    TokenFile,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A MAC address, `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::BadMac(s.to_owned());
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in out.iter_mut() {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Mac(out))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Errors while building the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to parse config file {path}: {source}")]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("failed to parse MAC address {0:?}: expected six hex bytes like fa:16:3e:00:00:00")]
+    BadMac(String),
+    #[error("failed to configure auth: auth = \"token-file\" needs token_file (--token-file or WYVERN_TOKEN_FILE)")]
+    MissingTokenFile,
+}
+
+/// The wyvernd command line. Every key is optional here so that the config file and the
+/// defaults can fill in what neither a flag nor the environment set.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "wyvernd",
+    version,
+    about = "wyvern per-host daemon: Neutron v2.0 API over an embedded store"
+)]
+pub struct Args {
+    /// TOML config file; its keys are the long flag names with `_` for `-`.
+    #[arg(long, env = "WYVERN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store [default: ./wyvern-data].
+    #[arg(long, env = "WYVERN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the Neutron API; port 0 picks a free one [default: 127.0.0.1:9696].
+    #[arg(long, env = "WYVERN_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+    /// How requests are authenticated [default: noauth].
+    #[arg(long, env = "WYVERN_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+    /// Token file for `--auth token-file` (JSON: token -> project_id, roles).
+    #[arg(long, env = "WYVERN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// First MAC address of generated port MACs [default: fa:16:3e:00:00:00].
+    #[arg(long, env = "WYVERN_BASE_MAC")]
+    pub base_mac: Option<Mac>,
+    /// Log format [default: text].
+    #[arg(long, env = "WYVERN_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The keys of the TOML config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub api_listen: Option<SocketAddr>,
+    pub auth: Option<AuthMode>,
+    pub token_file: Option<PathBuf>,
+    pub base_mac: Option<Mac>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// The resolved configuration wyvernd runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub auth: Auth,
+    pub base_mac: Mac,
+    pub log_format: LogFormat,
+}
+
+/// Resolved authentication: the token file travels with the mode that needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    NoAuth,
+    TokenFile(PathBuf),
+}
+
+impl Config {
+    /// Resolves flags and environment (already merged by clap), then the file named by
+    /// `--config`, then defaults.
+    pub fn resolve(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    /// Merges command-line/environment values over file values over defaults.
+    pub fn merge(args: Args, file: FileConfig) -> Result<Self, ConfigError> {
+        let auth_mode = args.auth.or(file.auth).unwrap_or_default();
+        let token_file = args.token_file.or(file.token_file);
+        let auth = match auth_mode {
+            AuthMode::Noauth => Auth::NoAuth,
+            AuthMode::TokenFile => {
+                Auth::TokenFile(token_file.ok_or(ConfigError::MissingTokenFile)?)
+            }
+        };
+        Ok(Config {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            api_listen: args.api_listen.or(file.api_listen).unwrap_or_else(|| {
+                DEFAULT_API_LISTEN
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9696)))
+            }),
+            auth,
+            base_mac: args.base_mac.or(file.base_mac).unwrap_or(DEFAULT_BASE_MAC),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(argv: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("wyvernd").chain(argv.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = Config::merge(Args::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./wyvern-data"));
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:9696");
+        assert_eq!(c.auth, Auth::NoAuth);
+        assert_eq!(c.base_mac.to_string(), "fa:16:3e:00:00:00");
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flag_beats_file_and_file_beats_default() {
+        let file: FileConfig = toml::from_str(
+            "data_dir = \"/srv/w\"\napi_listen = \"0.0.0.0:1000\"\nbase_mac = \"fa:16:3e:aa:00:00\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let args = parse(&["--api-listen", "127.0.0.1:2000"]);
+        let c = Config::merge(args, file).unwrap();
+        assert_eq!(c.api_listen.to_string(), "127.0.0.1:2000");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/w"));
+        assert_eq!(c.base_mac, Mac([0xfa, 0x16, 0x3e, 0xaa, 0, 0]));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn token_file_mode_needs_a_path() {
+        let args = parse(&["--auth", "token-file"]);
+        assert!(matches!(
+            Config::merge(args, FileConfig::default()),
+            Err(ConfigError::MissingTokenFile)
+        ));
+        let file: FileConfig =
+            toml::from_str("auth = \"token-file\"\ntoken_file = \"/etc/t.json\"").unwrap();
+        let c = Config::merge(Args::default(), file).unwrap();
+        assert_eq!(c.auth, Auth::TokenFile(PathBuf::from("/etc/t.json")));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_macs_are_refused() {
+        assert!(toml::from_str::<FileConfig>("datadir = \"x\"").is_err());
+        assert!("fa:16:3e:00:00".parse::<Mac>().is_err());
+        assert!("fa:16:3e:00:00:0g".parse::<Mac>().is_err());
+        assert!("fa:16:3e:00:00:00:00".parse::<Mac>().is_err());
+    }
+}
