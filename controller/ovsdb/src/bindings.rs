@@ -133,20 +133,27 @@ impl Bindings {
 
     /// Recomputes one logical port's binding; the event if it differs from before.
     fn rederive(&mut self, lport: String) -> Option<BindingEvent> {
+        let old = self.bound.get(&lport).cloned();
         let new = self.by_lport.get(&lport).and_then(|uuids| {
             uuids
                 .iter()
                 .filter_map(|u| self.ifaces.get(u))
                 .filter_map(|s| {
+                    // link_state is ephemeral: empty right after an ovsdb-server restart
+                    // until ovs-vswitchd writes it again. Unknown keeps the last known
+                    // state of the same interface instead of flapping the port DOWN.
+                    let last = old
+                        .as_ref()
+                        .filter(|o| o.iface == s.name)
+                        .map(|o| o.link_up);
                     s.ofport.map(|ofport| Binding {
                         iface: s.name.clone(),
                         ofport,
-                        link_up: s.link_up == Some(true),
+                        link_up: s.link_up.or(last).unwrap_or(false),
                     })
                 })
                 .min_by(|a, b| (a.ofport, &a.iface).cmp(&(b.ofport, &b.iface)))
         });
-        let old = self.bound.get(&lport).cloned();
         match (old, new) {
             (None, None) => None,
             (None, Some(binding)) => {
@@ -268,8 +275,15 @@ mod tests {
             iface(u2, "p0", "lp1", Some(2), true),
         )]));
         assert!(matches!(&ev[..], [BindingEvent::Changed { new, .. }] if new.ofport == 2));
-        // Reconnect with an identical table: no events.
-        let same = v.interfaces().cloned().collect();
+        // Reconnect with an identical table, link state not yet rewritten: no events.
+        let same = v
+            .interfaces()
+            .cloned()
+            .map(|mut s| {
+                s.link_up = None;
+                s
+            })
+            .collect();
         assert_eq!(
             v.apply(InterfaceEvent::Disconnected),
             vec![BindingEvent::Disconnected]
