@@ -10,11 +10,17 @@ pub mod conn;
 pub mod ofctrl;
 pub mod wire;
 
+pub use conn::{ListenAddr, Listener, Switch, SwitchConfig, SwitchEvent};
+pub use ofctrl::{
+    Completion, CountersSnapshot, DesiredFlow, FlowKey, GroupSpec, Ofctrl, OfctrlError, SyncReport,
+    Update,
+};
+pub use wire::{Action, ControllerAction, Field, FieldRange, Instructions, MacAddr, Match};
+
 use std::fmt;
 
 
 
-pub use wire::{Action, ControllerAction, Field, FieldRange, Instructions, MacAddr, Match};
 
 /// An OpenFlow 1.3 port number (32 bits), with the reserved ports as constants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
