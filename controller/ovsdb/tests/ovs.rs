@@ -323,3 +323,94 @@ async fn monitor_reconnects_and_resyncs_after_restarts() -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_remote_works_like_unix() -> anyhow::Result<()> {
+    let ovs = OvsSandbox::dummy()?;
+    // Pick a free port, then let ovsdb-server listen on it (the gap is tiny and local).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    ovs.appctl_ovsdb(&["ovsdb-server/add-remote", &format!("ptcp:{port}:127.0.0.1")])?;
+    let remote: Remote = format!("tcp:127.0.0.1:{port}").parse()?;
+    let client = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok((c, _)) = Client::connect(&remote).await {
+                return c;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await?;
+    assert_eq!(
+        client.echo(serde_json::json!(["hi", 1])).await?,
+        serde_json::json!(["hi", 1])
+    );
+    let cfg = BridgeConfig::new(DatapathType::Dummy, None);
+    assert_eq!(
+        ensure_bridge(&client, "br-tcp", &cfg).await?,
+        BridgeOutcome::Created
+    );
+    assert_eq!(
+        vsctl_get(&ovs, "Bridge", "br-tcp", "datapath_type")?,
+        "dummy"
+    );
+    Ok(())
+}
+
+/// 500 ports created in one ovs-vsctl transaction: all bound, with the ofports OVS shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_ports_bind() -> anyhow::Result<()> {
+    const N: usize = 500;
+    let ovs = OvsSandbox::dummy()?;
+    ovs.add_bridge("br-int", None)?;
+    let mut watch = BindingWatch::spawn(remote(&ovs));
+    until_event(&mut watch, "initial sync", |e| *e == BindingEvent::Synced).await?;
+    let mut args: Vec<String> = Vec::new();
+    for i in 0..N {
+        args.extend(
+            [
+                "--",
+                "add-port",
+                "br-int",
+                &format!("d{i}"),
+                "--",
+                "set",
+                "interface",
+                &format!("d{i}"),
+                "type=dummy",
+                &format!("external_ids:iface-id=lp{i}"),
+            ]
+            .map(str::to_owned),
+        );
+    }
+    let start = std::time::Instant::now();
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    ovs.vsctl(&argv)?;
+    eprintln!(
+        "ovs-vsctl (waits for ovs-vswitchd) returned after {:?}",
+        start.elapsed()
+    );
+    let mut bound = 0;
+    until_event(&mut watch, "all ports bound", |e| {
+        bound += usize::from(matches!(e, BindingEvent::Bound { .. }));
+        bound == N
+    })
+    .await?;
+    let elapsed = start.elapsed();
+    eprintln!("{N} ports: write to all bound in {elapsed:?}");
+    let out = ovs.vsctl(&["--bare", "--columns=name,ofport", "list", "Interface"])?;
+    let mut checked = 0;
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    for pair in fields.chunks(2) {
+        if let [name, ofport] = pair {
+            if let Some(i) = name.strip_prefix('d') {
+                let b = watch.bindings().get(&format!("lp{i}")).context("bound")?;
+                assert_eq!(b.ofport.to_string(), *ofport, "{name}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, N);
+    Ok(())
+}
