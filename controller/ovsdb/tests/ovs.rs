@@ -414,3 +414,31 @@ async fn five_hundred_ports_bind() -> anyhow::Result<()> {
     assert_eq!(checked, N);
     Ok(())
 }
+
+/// The userspace datapath (real tap devices), in the sandbox's own network namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensure_bridge_on_the_netdev_datapath() -> anyhow::Result<()> {
+    let ovs = OvsSandbox::netdev_in_new_netns()?;
+    let (client, _notes) = Client::connect(&remote(&ovs)).await?;
+    let cfg = BridgeConfig::new(DatapathType::Netdev, Some("unix:/nonexistent.sock"));
+    assert_eq!(
+        ensure_bridge(&client, "br-int", &cfg).await?,
+        BridgeOutcome::Created
+    );
+    wyvern_testkit::poll::wait_until("br-int LOCAL port", DEADLINE, || {
+        ovs.ofport("br-int").ok().flatten() == Some(65534)
+    })?;
+    let ns = ovs.netns().context("netns")?.to_owned();
+    let links = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "ip", "-o", "link", "show", "br-int"])
+        .output()?;
+    assert!(
+        links.status.success(),
+        "br-int tap exists in the sandbox namespace"
+    );
+    assert_eq!(
+        ensure_bridge(&client, "br-int", &cfg).await?,
+        BridgeOutcome::Unchanged
+    );
+    Ok(())
+}
