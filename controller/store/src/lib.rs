@@ -13,6 +13,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+pub mod conformance;
+pub mod redb_store;
+
+pub use redb_store::{RedbOptions, RedbStore};
+
 /// A point in the store's history. Every committed transaction that changes something gets
 /// the next revision; revision 0 means "nothing yet".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -51,9 +56,14 @@ pub enum Compare {
 /// A write inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: String, value: Bytes },
+    Put {
+        key: String,
+        value: Bytes,
+    },
     /// Deleting an absent key is not an error and produces no event.
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
 }
 
 /// An atomic unit of work: if every `compare` holds, all `ops` apply at one new revision;
@@ -73,7 +83,10 @@ impl Txn {
         self
     }
     pub fn put(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.ops.push(Op::Put { key: key.into(), value: value.into() });
+        self.ops.push(Op::Put {
+            key: key.into(),
+            value: value.into(),
+        });
         self
     }
     pub fn delete(mut self, key: impl Into<String>) -> Self {
@@ -124,7 +137,10 @@ pub enum StoreError {
     /// The requested start revision is older than the retained history; resync with a
     /// fresh `range` and watch from its revision.
     #[error("failed to watch from revision {requested}: history compacted up to {compacted}")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     #[error("failed to open store at {path}: {source}")]
     Open {
         path: String,
@@ -160,6 +176,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
+
+    /// Discard the history of every revision up to and including `up_to` (clamped to the
+    /// current revision). Afterwards `watch` from any revision `<= up_to` fails with
+    /// `Compacted`. Data (the latest value of each key) is never affected. (etcd's
+    /// `Compact(rev)` keeps `rev` itself, so an etcd store passes `up_to + 1`.)
+    ///
+    /// Provided so that existing implementations keep compiling; the default refuses.
+    async fn compact(&self, up_to: Revision) -> Result<(), StoreError> {
+        Err(StoreError::Backend {
+            op: "compact history",
+            source: format!("compaction to revision {up_to} is not supported by this store").into(),
+        })
+    }
 
     /// Unconditional put; returns the new revision.
     async fn put(&self, key: &str, value: Bytes) -> Result<Revision, StoreError> {
