@@ -1,7 +1,10 @@
 //! Measures durable write throughput of `RedbStore` under concurrency (group commit), and the
 //! cost of one fsync'd commit alone for comparison. Prints one JSON object per measurement.
 //!
-//! `cargo run --release -p wyvern-store --example group_commit -- [seconds] [clients] [dir]`
+//! `cargo run --release -p wyvern-store --example group_commit -- [seconds] [clients] [dir] [fill]`
+//!
+//! With `fill` > 0 it then stores `fill` keys in total (~600-byte values), reports the process
+//! RSS, and times a `range` over a prefix holding 10,000 of them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir(),
     };
+    let fill: u64 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(0);
     let tmp = tempfile::tempdir_in(&dir)?;
 
     // 1. fsync alone: raw write + fdatasync of 4 KiB, then one-at-a-time redb commits.
@@ -100,5 +104,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&lat, 1.0),
         store.revision().await?,
     );
+
+    if fill > 0 {
+        let have = lat.len() as u64;
+        let todo = fill.saturating_sub(have);
+        let per = todo.div_ceil(clients as u64);
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..clients as u64 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                for i in c * per..((c + 1) * per).min(todo) {
+                    // The first 10,000 go under their own prefix for the list measurement.
+                    let kind = if i < 10_000 { "list10k" } else { "ports" };
+                    let key = format!("/wyvern/v1/{kind}/{i:08}");
+                    let value = Bytes::from(format!(
+                        "{{\"id\":\"{key}\",\"pad\":\"{}\"}}",
+                        "p".repeat(560)
+                    ));
+                    store.put(&key, value).await?;
+                }
+                Ok::<_, wyvern_store::StoreError>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let fill_s = t.elapsed().as_secs_f64();
+        let mut list_ms = Vec::new();
+        let mut count = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let (kvs, _) = store.range("/wyvern/v1/list10k/").await?;
+            list_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            count = kvs.len();
+        }
+        let rss_kb = std::fs::read_to_string("/proc/self/status")?
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let (all, _) = store.range("/wyvern/v1/").await?;
+        println!(
+            "{{\"measure\":\"fill\",\"keys\":{},\"fill_seconds\":{fill_s:.1},\"rss_mb\":{:.1},\"list_keys\":{count},\"list_ms\":{list_ms:?}}}",
+            all.len(),
+            rss_kb as f64 / 1024.0
+        );
+    }
     Ok(())
 }

@@ -48,6 +48,10 @@ const CATCH_UP_CHUNK: u64 = 512;
 /// Extra history revisions the committer may drop per commit beyond the new ones, so that a
 /// lowered retention converges without one huge commit.
 const COMPACT_BUDGET: u64 = 1024;
+/// Largest event payload (keys + values) a committed batch carries to live watchers; a
+/// bigger batch is announced without its events and watchers read it from history. Bounds
+/// the broadcast buffer to `watch_buffer` times this.
+const WATCH_INLINE_BYTES: usize = 128 * 1024;
 /// Batches smaller than this never make the committer linger (a lone writer pays nothing).
 const LINGER_MIN_BATCH: usize = 8;
 const LINGER_STEP: std::time::Duration = std::time::Duration::from_micros(50);
@@ -65,8 +69,9 @@ pub struct RedbOptions {
     /// Transactions that may wait for the committer before `txn()` callers wait to enqueue
     /// (default 4096). Bounds the memory of queued writes.
     pub queue_depth: usize,
-    /// Committed batches buffered for live watchers (default 256). A watcher further behind
-    /// catches up from the history table instead.
+    /// Committed batches buffered for live watchers (default 256, each at most 128 KiB of
+    /// events, so at most 32 MiB for a stalled watcher). A watcher further behind catches up
+    /// from the history table instead.
     pub watch_buffer: usize,
     /// How long the committer may wait for stragglers when far fewer transactions are queued
     /// than in its previous batch (default 300 µs; zero disables). Trades a fraction of a
@@ -129,10 +134,12 @@ enum Request {
     },
 }
 
-/// One group commit as seen by live watchers: the events of revisions `first..=last`.
+/// One group commit as seen by live watchers: the events of revisions `first..=last`, or
+/// none when `inline` is false (too big: watchers read them from history).
 struct Committed {
     first: u64,
     last: u64,
+    inline: bool,
     events: Vec<Event>,
 }
 
@@ -368,9 +375,11 @@ impl Watcher {
             }
             match self.rx.recv().await {
                 Ok(c) if c.last < self.next => {} // already read from history
+                Ok(c) if !c.inline => {
+                    // Too big to broadcast: `c` is committed, so the loop reads it from history.
+                }
                 Ok(c) if c.first > self.next => {
-                    // Cannot happen with an unbroken broadcast, but history covers it anyway:
-                    // `c` is committed, so the loop re-reads up to it.
+                    // Cannot happen with an unbroken broadcast, but history covers it anyway.
                     tracing::warn!(next = self.next, first = c.first, "watch gap, re-reading");
                 }
                 Ok(c) => {
@@ -514,11 +523,19 @@ impl Committer {
                     .revision
                     .store(applied.revision, Ordering::Release);
                 if !applied.events.is_empty() {
+                    let size: usize = applied
+                        .events
+                        .iter()
+                        .map(|e| e.kv.key.len() + e.kv.value.len())
+                        .sum();
+                    let inline = size <= WATCH_INLINE_BYTES;
+                    let events = if inline { applied.events } else { Vec::new() };
                     // No receivers is fine: nobody watches.
                     let _ = self.live.send(Arc::new(Committed {
                         first,
                         last: applied.revision,
-                        events: applied.events,
+                        inline,
+                        events,
                     }));
                 }
                 for (req, outcome) in batch.drain(..).zip(applied.outcomes) {

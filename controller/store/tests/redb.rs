@@ -422,3 +422,32 @@ async fn sigkill_keeps_every_acknowledged_write() {
     let r = store.put("/after", Bytes::from_static(b"x")).await.unwrap();
     assert_eq!(r.0, current + 1);
 }
+
+/// A commit too big for the live broadcast still reaches live watchers (through history).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_commit_reaches_live_watchers() {
+    let f = fresh();
+    let from = Revision(f.store.revision().await.unwrap().0 + 1);
+    let mut w = f.store.watch("/big/", from).await.unwrap();
+    let big = Bytes::from(vec![7u8; 512 * 1024]);
+    let r1 = f.store.put("/big/one", big.clone()).await.unwrap();
+    let r2 = f
+        .store
+        .put("/big/two", Bytes::from_static(b"small"))
+        .await
+        .unwrap();
+    for (key, rev, value) in [
+        ("/big/one", r1, &big),
+        ("/big/two", r2, &Bytes::from_static(b"small")),
+    ] {
+        let ev = tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event");
+        assert_eq!(
+            (ev.kv.key.as_str(), ev.kv.mod_revision, &ev.kv.value),
+            (key, rev, value)
+        );
+    }
+}
