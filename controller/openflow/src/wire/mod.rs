@@ -146,3 +146,6 @@ pub(crate) fn len16(n: usize) -> u16 {
 pub(crate) const fn pad8(n: usize) -> usize {
     n.div_ceil(8) * 8
 }
+
+#[cfg(test)]
+mod tests;
