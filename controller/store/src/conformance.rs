@@ -418,6 +418,7 @@ pub async fn watch_live<S: Store + ?Sized>(store: Arc<S>) {
                 .unwrap(),
         );
     }
+    let mut from_now = store.watch(p, Revision(0)).await.unwrap();
     let evs = take_events(&mut w, 3, "live events").await;
     for (i, ev) in evs.iter().enumerate() {
         assert_eq!(ev.kind, EventKind::Put);
@@ -429,6 +430,13 @@ pub async fn watch_live<S: Store + ?Sized>(store: Arc<S>) {
         assert_eq!(ev.revision(), revs[i]);
         assert_eq!(ev.kv.value, val(&i.to_string()));
     }
+    // Revision 0 means "from now on": only writes after the watch started.
+    let r = store.put(&format!("{p}after"), val("new")).await.unwrap();
+    let ev = next_event(&mut from_now, "the event after a watch from revision 0").await;
+    assert_eq!(
+        (ev.kv.key.as_str(), ev.revision()),
+        (format!("{p}after").as_str(), r)
+    );
 }
 
 /// Only keys under the watched prefix are delivered.

@@ -166,12 +166,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every key starting with `prefix`, in key order, with the revision at which this
     /// consistent snapshot was taken (pass `revision + 1` to `watch` to follow it).
+    ///
+    /// `prefix` is a raw string prefix compared byte for byte: `"/a/b"` also matches
+    /// `"/a/bc"`; ask for `"/a/b/"` to get only the keys below `/a/b`. `""` matches all.
     async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError>;
 
     /// Apply a guarded transaction atomically. Returns once the result is durable.
     async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError>;
 
-    /// Events for keys under `prefix` from revision `from` (inclusive) onwards.
+    /// Events for keys under `prefix` (a raw prefix, as in `range`) from revision `from`
+    /// (inclusive) onwards, in revision order. `Revision(0)` means "from the next revision
+    /// on", as in etcd. Fails with `Compacted` when `from` is no longer in the history; the
+    /// stream itself ends with `Compacted` if it falls behind the retained history.
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError>;
 
     /// The current revision.

@@ -302,7 +302,11 @@ impl Store for RedbStore {
         // Subscribe before looking at history: whatever commits after this point reaches us
         // live, whatever committed before is in history (see `Watcher::next_event`).
         let rx = self.live.subscribe();
-        let from = from.0.max(1);
+        let from = match from.0 {
+            // As in etcd: revision 0 means "what happens from now on".
+            0 => self.shared.revision.load(Ordering::Acquire) + 1,
+            n => n,
+        };
         let compacted = self.shared.compacted.load(Ordering::Acquire);
         if from <= compacted {
             return Err(StoreError::Compacted {
