@@ -382,6 +382,10 @@ async fn sigkill_keeps_every_acknowledged_write() {
 
     let store = RedbStore::open(&path, RedbOptions::default()).unwrap();
     let current = store.revision().await.unwrap().0;
+    eprintln!(
+        "killed after {} acknowledged writes; reopened at revision {current}",
+        acked.len()
+    );
     let max_acked = acked.values().copied().max().unwrap();
     assert!(
         current >= max_acked,
@@ -450,4 +454,38 @@ async fn oversized_commit_reaches_live_watchers() {
             (key, rev, value)
         );
     }
+}
+
+/// A watcher that falls behind the retained history gets `Compacted` as its last item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_behind_retention_ends_with_compacted() {
+    let f = fresh_with(RedbOptions {
+        history_retention: 10,
+        watch_buffer: 2,
+        ..RedbOptions::default()
+    });
+    let mut w = f.store.watch("/gone/", Revision(1)).await.unwrap();
+    f.store.put("/gone/0", Bytes::new()).await.unwrap();
+    assert_eq!(w.next().await.unwrap().unwrap().kv.key, "/gone/0");
+    for i in 1..50 {
+        f.store
+            .put(&format!("/gone/{i}"), Bytes::new())
+            .await
+            .unwrap();
+    }
+    let item = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("item in time")
+        .expect("stream open");
+    match item {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            assert_eq!(requested, Revision(2));
+            assert_eq!(compacted, Revision(40));
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert!(w.next().await.is_none(), "Compacted must be the last item");
 }
