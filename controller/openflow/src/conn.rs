@@ -8,8 +8,8 @@
 
 use crate::wire::{
     self, ErrorMsg, FeaturesReply, FlowStats, FlowStatsRequest, Frame, GroupDesc, Message,
-    MultipartReplyBody, MultipartRequest, MultipartRequestBody, PacketIn, PacketOut,
-    OFPMPF_MORE, OFP_VERSION_1_3,
+    MultipartReplyBody, MultipartRequest, MultipartRequestBody, PacketIn, PacketOut, OFPMPF_MORE,
+    OFP_VERSION_1_3,
 };
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -117,12 +117,24 @@ impl Default for SwitchConfig {
 /// Something the switch said that nobody asked for.
 #[derive(Debug, Clone)]
 pub enum SwitchEvent {
-    PacketIn { datapath_id: u64, packet_in: PacketIn },
+    PacketIn {
+        datapath_id: u64,
+        packet_in: PacketIn,
+    },
     /// An error whose xid matches no pending request or error watch.
-    Error { xid: u32, error: ErrorMsg },
+    Error {
+        xid: u32,
+        error: ErrorMsg,
+    },
     /// Any other asynchronous message (port status, flow removed, ...).
-    Message { xid: u32, message: Message },
-    Disconnected { datapath_id: u64, reason: String },
+    Message {
+        xid: u32,
+        message: Message,
+    },
+    Disconnected {
+        datapath_id: u64,
+        reason: String,
+    },
 }
 
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -332,7 +344,12 @@ impl Switch {
                     let reply = Message::EchoReply(d).to_bytes(frame.xid());
                     w.write_all(&reply).await.map_err(ConnError::Read)?;
                 }
-                Message::Error(e) => return Err(ConnError::Rejected { xid: frame.xid(), error: e }),
+                Message::Error(e) => {
+                    return Err(ConnError::Rejected {
+                        xid: frame.xid(),
+                        error: e,
+                    })
+                }
                 _ => {}
             }
         };
@@ -366,7 +383,10 @@ impl Switch {
             closed_rx,
             events_tx,
         ));
-        tracing::info!(datapath_id = format!("{:#018x}", inner.datapath_id), "switch connected");
+        tracing::info!(
+            datapath_id = format!("{:#018x}", inner.datapath_id),
+            "switch connected"
+        );
         Ok((Switch { inner }, events_rx))
     }
 
@@ -439,7 +459,8 @@ impl Switch {
             self.lock_pending().remove(&xid);
             return Err(e);
         }
-        rx.await.map_err(|_| ConnError::Disconnected("wait for reply"))?
+        rx.await
+            .map_err(|_| ConnError::Disconnected("wait for reply"))?
     }
 
     /// Sends pre-encoded messages and returns waiters for the replies to `reply_xids`
@@ -743,7 +764,9 @@ async fn keepalive_task(
         }
         if idle >= config.echo_interval {
             let xid = inner.next_xid.fetch_add(1, Ordering::Relaxed);
-            let _ = inner.tx.send(Message::EchoRequest(Vec::new()).to_bytes(xid));
+            let _ = inner
+                .tx
+                .send(Message::EchoRequest(Vec::new()).to_bytes(xid));
         }
     }
 }

@@ -19,9 +19,6 @@ pub use wire::{Action, ControllerAction, Field, FieldRange, Instructions, MacAdd
 
 use std::fmt;
 
-
-
-
 /// An OpenFlow 1.3 port number (32 bits), with the reserved ports as constants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortNo(pub u32);

@@ -57,7 +57,10 @@ fn every_kind() -> (Vec<DesiredFlow>, Vec<GroupSpec>) {
         DesiredFlow::new(
             0,
             100,
-            Match::new().in_port(2).tun_id(0x64).tun_ipv4_dst(ip("192.168.0.2")),
+            Match::new()
+                .in_port(2)
+                .tun_id(0x64)
+                .tun_ipv4_dst(ip("192.168.0.2")),
             Instructions::apply(vec![sf(Field::Reg(1), 0x17)]).with_goto(1),
         ),
         DesiredFlow::new(
@@ -148,7 +151,9 @@ fn every_kind() -> (Vec<DesiredFlow>, Vec<GroupSpec>) {
         DesiredFlow::new(
             3,
             5,
-            Match::new().eth_type(0x0800).ipv4_src_masked(ip("10.1.0.0"), ip("255.255.0.0")),
+            Match::new()
+                .eth_type(0x0800)
+                .ipv4_src_masked(ip("10.1.0.0"), ip("255.255.0.0")),
             Instructions::apply(vec![
                 Action::output(PortNo::CONTROLLER),
                 Action::Controller(ControllerAction {
@@ -162,7 +167,11 @@ fn every_kind() -> (Vec<DesiredFlow>, Vec<GroupSpec>) {
         DesiredFlow::new(
             4,
             1,
-            Match::new().eth_type(0x0800).ip_proto(6).tcp_dst(80).tcp_src(1234),
+            Match::new()
+                .eth_type(0x0800)
+                .ip_proto(6)
+                .tcp_dst(80)
+                .tcp_src(1234),
             Instructions::default(),
         ),
     ];
@@ -197,7 +206,11 @@ async fn assert_read_back_equals(sw: &Switch, flows: &[DesiredFlow]) {
             .unwrap_or_else(|| panic!("flow not read back: {want:?}\ngot: {got:#?}"));
         let s = got.remove(idx);
         assert_eq!(s.cookie, want.cookie);
-        assert_eq!(s.instructions, want.instructions.clone().canonical(), "{want:?}");
+        assert_eq!(
+            s.instructions,
+            want.instructions.clone().canonical(),
+            "{want:?}"
+        );
         assert_eq!(s.idle_timeout, want.idle_timeout);
         assert_eq!(s.hard_timeout, want.hard_timeout);
         assert_eq!(s.flags & flow_flags::PERSISTENT, want.flags);
@@ -215,7 +228,11 @@ async fn installs_every_kind_exactly_and_reconverges_with_zero_or_only_the_diffe
     let (flows, groups) = every_kind();
     let ofctrl = Ofctrl::spawn();
     let attached = ofctrl.attach(sw.clone());
-    let report = ofctrl.set_desired(flows.clone(), groups.clone()).wait().await.unwrap();
+    let report = ofctrl
+        .set_desired(flows.clone(), groups.clone())
+        .wait()
+        .await
+        .unwrap();
     attached.wait().await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(ofctrl.counters().flow_adds, flows.len() as u64);
@@ -302,7 +319,11 @@ async fn installs_every_kind_exactly_and_reconverges_with_zero_or_only_the_diffe
         .wait()
         .await
         .unwrap();
-    assert_eq!((r.flow_deletes, r.flow_mods()), (1, 1), "only the installed one is deleted");
+    assert_eq!(
+        (r.flow_deletes, r.flow_mods()),
+        (1, 1),
+        "only the installed one is deleted"
+    );
     assert_read_back_equals(&sw3, &changed).await;
 
     // ovs-vswitchd restarts (flows lost): the new connection gets everything again.
@@ -349,7 +370,7 @@ async fn rejected_flow_is_reported_with_that_flow_and_the_rest_install() {
         other => panic!("error reported with the wrong op: {other:?}"),
     }
     assert!(err.to_string().contains("in_port=2"), "{err}");
-    assert_read_back_equals(&sw, &[good.clone()]).await;
+    assert_read_back_equals(&sw, std::slice::from_ref(&good)).await;
     assert_eq!(ofctrl.counters().errors, 1);
 
     // The bad flow is not resent on the next, unrelated update.
@@ -416,5 +437,9 @@ async fn packet_in_with_userdata_and_registers_reaches_the_handler() {
     assert_eq!(pi.userdata.as_deref(), Some(&[0xde, 0xad, 0xbe, 0xef][..]));
     assert_eq!(pi.match_.get(Field::Reg(3)), Some((0x2a, None)));
     assert_eq!(pi.match_.get(Field::InPort), Some((u64::from(p1), None)));
-    assert_eq!(&pi.data[6..12], &[0x50, 0x54, 0, 0, 0, 1], "source MAC of the packet");
+    assert_eq!(
+        &pi.data[6..12],
+        &[0x50, 0x54, 0, 0, 0, 1],
+        "source MAC of the packet"
+    );
 }

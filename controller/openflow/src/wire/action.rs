@@ -426,7 +426,12 @@ impl fmt::Display for Action {
             Action::Output { port, .. } => write!(f, "output:{port}"),
             Action::Group(id) => write!(f, "group:{id}"),
             Action::SetField { field, value } => {
-                write!(f, "set_field:{}->{}", field.format_value(*value), field.name())
+                write!(
+                    f,
+                    "set_field:{}->{}",
+                    field.format_value(*value),
+                    field.name()
+                )
             }
             Action::Load { dst, value } => write!(f, "load:{value:#x}->{dst}"),
             Action::DecNwTtl => f.write_str("dec_ttl"),
@@ -437,7 +442,11 @@ impl fmt::Display for Action {
                 write!(f, "resubmit({p},{t})")
             }
             Action::Controller(c) => {
-                write!(f, "controller(max_len={},id={},reason={}", c.max_len, c.controller_id, c.reason)?;
+                write!(
+                    f,
+                    "controller(max_len={},id={},reason={}",
+                    c.max_len, c.controller_id, c.reason
+                )?;
                 if !c.userdata.is_empty() {
                     f.write_str(",userdata=")?;
                     for (i, b) in c.userdata.iter().enumerate() {

@@ -37,6 +37,8 @@ pub enum Field {
     EthType,
     VlanVid,
     IpProto,
+    /// NXM_NX_IP_TTL (no OXM basic field exists for it).
+    IpTtl,
     Ipv4Src,
     Ipv4Dst,
     TcpSrc,
@@ -66,6 +68,7 @@ const FIXED_DEFS: &[Def] = &[
     (Field::EthType, 2, Some(5), Some(3), None),
     (Field::VlanVid, 2, Some(6), None, None),
     (Field::IpProto, 1, Some(10), Some(6), None),
+    (Field::IpTtl, 1, None, None, Some(29)),
     (Field::Ipv4Src, 4, Some(11), Some(7), None),
     (Field::Ipv4Dst, 4, Some(12), Some(8), None),
     (Field::TcpSrc, 2, Some(13), Some(9), None),
@@ -166,6 +169,7 @@ impl Field {
             Field::EthType => "dl_type",
             Field::VlanVid => "vlan_vid",
             Field::IpProto => "nw_proto",
+            Field::IpTtl => "nw_ttl",
             Field::Ipv4Src => "nw_src",
             Field::Ipv4Dst => "nw_dst",
             Field::TcpSrc => "tcp_src",
@@ -219,7 +223,10 @@ impl Field {
 
 pub(crate) fn oxm_header(class: u16, code: u8, masked: bool, width: usize) -> u32 {
     let len = if masked { width * 2 } else { width };
-    (u32::from(class) << 16) | (u32::from(code & 0x7f) << 9) | (u32::from(masked) << 8) | (len as u32 & 0xff)
+    (u32::from(class) << 16)
+        | (u32::from(code & 0x7f) << 9)
+        | (u32::from(masked) << 8)
+        | (len as u32 & 0xff)
 }
 
 /// A field value of at most 64 bits (every field wyvern models fits).
@@ -232,7 +239,9 @@ pub struct MacAddr(pub [u8; 6]);
 impl MacAddr {
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
     pub fn to_u64(self) -> u64 {
-        self.0.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        self.0
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
     }
     pub fn from_u64(v: u64) -> Self {
         let b = v.to_be_bytes();

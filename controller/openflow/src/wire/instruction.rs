@@ -60,7 +60,11 @@ impl Instructions {
     /// The same instructions with each action in canonical (decoded) form.
     pub fn canonical(self) -> Self {
         Instructions {
-            apply_actions: self.apply_actions.into_iter().map(Action::canonical).collect(),
+            apply_actions: self
+                .apply_actions
+                .into_iter()
+                .map(Action::canonical)
+                .collect(),
             write_actions: self
                 .write_actions
                 .map(|a| a.into_iter().map(Action::canonical).collect()),

@@ -101,7 +101,9 @@ const EXPERIMENTER_HEADER_LEN: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// HELLO with the versions of its version bitmap (empty: no bitmap element).
-    Hello { versions: Vec<u8> },
+    Hello {
+        versions: Vec<u8>,
+    },
     Error(ErrorMsg),
     EchoRequest(Vec<u8>),
     EchoReply(Vec<u8>),
@@ -131,7 +133,10 @@ pub enum Message {
         data: Vec<u8>,
     },
     /// A message type not modelled (port status, flow removed, ...), body kept.
-    Unknown { msg_type: u8, body: Vec<u8> },
+    Unknown {
+        msg_type: u8,
+        body: Vec<u8>,
+    },
 }
 
 /// OFPT_ERROR, with the experimenter form.

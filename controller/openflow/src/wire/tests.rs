@@ -231,7 +231,10 @@ fn malformed_input_is_a_typed_error() {
     let mut truncated = FLOW_MOD_REG0_GOTO.to_vec();
     truncated.truncate(60);
     truncated[3] = 60;
-    assert!(matches!(parse(&truncated), Err(Error::Truncated { .. } | Error::BadLength { .. })));
+    assert!(matches!(
+        parse(&truncated),
+        Err(Error::Truncated { .. } | Error::BadLength { .. })
+    ));
     // An unknown message type is not an error.
     assert!(matches!(
         parse(&[4, 99, 0, 8, 0, 0, 0, 0]),
@@ -252,7 +255,11 @@ fn random_and_mutated_input_never_panics() {
     let corpus: Vec<Vec<u8>> = samples()
         .iter()
         .map(|m| m.to_bytes(1))
-        .chain([OVS_HELLO.to_vec(), FLOW_MOD_REG0_GOTO.to_vec(), NX_PACKET_IN2.to_vec()])
+        .chain([
+            OVS_HELLO.to_vec(),
+            FLOW_MOD_REG0_GOTO.to_vec(),
+            NX_PACKET_IN2.to_vec(),
+        ])
         .collect();
     for i in 0..20_000 {
         let mut buf = if i % 4 == 0 {
@@ -283,5 +290,25 @@ fn random_and_mutated_input_never_panics() {
                 let _ = m.to_bytes(f.xid());
             }
         }
+    }
+}
+
+/// Regenerates the fuzz seed corpus: `WRITE_FUZZ_CORPUS=1 cargo test -p wyvern-openflow seeds`.
+#[test]
+fn seeds_for_fuzz_corpus() {
+    let Ok(_) = std::env::var("WRITE_FUZZ_CORPUS") else {
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut all: Vec<Vec<u8>> = samples().iter().map(|m| m.to_bytes(1)).collect();
+    all.extend([
+        OVS_HELLO.to_vec(),
+        OVS_FEATURES_REPLY.to_vec(),
+        FLOW_MOD_REG0_GOTO.to_vec(),
+        NX_PACKET_IN2.to_vec(),
+    ]);
+    for (i, b) in all.iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), b).unwrap();
     }
 }
