@@ -453,31 +453,11 @@ impl Topology {
     ) -> Result<(Change, Arc<Subnet>), ModelError> {
         let old = self.writable_subnet(ctx, id, "update_subnet")?;
         let mut s = (**old).clone();
+        // Pure validation first (address, pools, gateway outside pools), then what is in use.
+        if let Some(Some(g)) = req.gateway_ip {
+            validate_gateway(s.cidr, g)?;
+        }
         if let Some(g) = req.gateway_ip {
-            if g != old.gateway_ip {
-                if let Some(g) = g {
-                    validate_gateway(s.cidr, g)?;
-                    if let Some(port_id) = self.ip_owner(&s.id, g) {
-                        return Err(ModelError::GatewayIpInUse { ip: g, port_id });
-                    }
-                }
-                // The router interface holding the old gateway would be left with a stale
-                // address: Neutron refuses this too.
-                if let Some(old_gw) = old.gateway_ip {
-                    if let Some(port_id) = self.ip_owner(&s.id, old_gw) {
-                        if self
-                            .ports
-                            .get(&port_id)
-                            .is_some_and(|p| p.is_router_interface())
-                        {
-                            return Err(ModelError::GatewayIpInUse {
-                                ip: old_gw,
-                                port_id,
-                            });
-                        }
-                    }
-                }
-            }
             s.gateway_ip = g;
         }
         match req.allocation_pools {
@@ -486,6 +466,29 @@ impl Topology {
                 s.allocation_pools = p;
             }
             None => check_gateway_outside_pools(s.gateway_ip, &s.allocation_pools)?,
+        }
+        if s.gateway_ip != old.gateway_ip {
+            if let Some(g) = s.gateway_ip {
+                if let Some(port_id) = self.ip_owner(&s.id, g) {
+                    return Err(ModelError::GatewayIpInUse { ip: g, port_id });
+                }
+            }
+            // The router interface holding the old gateway would be left with a stale
+            // address: Neutron refuses this too.
+            if let Some(old_gw) = old.gateway_ip {
+                if let Some(port_id) = self.ip_owner(&s.id, old_gw) {
+                    if self
+                        .ports
+                        .get(&port_id)
+                        .is_some_and(|p| p.is_router_interface())
+                    {
+                        return Err(ModelError::GatewayIpInUse {
+                            ip: old_gw,
+                            port_id,
+                        });
+                    }
+                }
+            }
         }
         if let Some(v) = req.name {
             s.name = v;

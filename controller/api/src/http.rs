@@ -1,0 +1,569 @@
+//! The Neutron v2.0 HTTP surface: routing, bodies, status codes and `NeutronError` answers.
+//!
+//! One fallback handler routes by path segments, so `/v2.0/networks` and
+//! `/v2.0/networks.json` behave the same and every unknown path gets a 404 in Neutron's error
+//! shape. Bodies are parsed by hand (never by an extractor that could answer in another shape).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+use wyvern_model::{
+    Change, InterfaceRequest, Kind, ModelError, Network, NetworkCreate, NetworkUpdate, NetworkView,
+    Port, PortCreate, PortUpdate, RequestContext, Router, RouterCreate, RouterUpdate, Subnet,
+    SubnetCreate, SubnetUpdate, Timestamp, Topology,
+};
+
+use crate::auth::Auth;
+use crate::query::{list_body, project, ListQuery, Listable};
+use crate::service::{ApiError, NbService};
+
+/// An error answer: `{"NeutronError": {"type": ..., "message": ..., "detail": ""}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    pub status: StatusCode,
+    pub ty: &'static str,
+    pub message: String,
+}
+
+impl HttpError {
+    pub fn new(status: StatusCode, ty: &'static str, message: impl Into<String>) -> Self {
+        HttpError {
+            status,
+            ty,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "HTTPBadRequest", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "HTTPInternalServerError",
+            message,
+        )
+    }
+    fn not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "HTTPNotFound",
+            "The resource could not be found.",
+        )
+    }
+    fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "HTTPMethodNotAllowed",
+            "The method is not allowed for this resource.",
+        )
+    }
+}
+
+impl From<ModelError> for HttpError {
+    fn from(e: ModelError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        HttpError::new(status, e.neutron_type(), e.to_string())
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Model(m) => m.into(),
+            other => {
+                tracing::error!(error = %other, "write failed");
+                HttpError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"NeutronError": {"type": self.ty, "message": self.message, "detail": ""}});
+        json_response(self.status, serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn ok_json<T: Serialize>(status: StatusCode, v: &T) -> Result<Response, HttpError> {
+    let body = serde_json::to_vec(v)
+        .map_err(|e| HttpError::internal(format!("failed to serialize the answer: {e}")))?;
+    Ok(json_response(status, body))
+}
+
+struct AppState {
+    svc: Arc<NbService>,
+    auth: Auth,
+}
+
+/// The Neutron v2.0 API over `svc`, authenticated by `auth`.
+pub fn router(svc: Arc<NbService>, auth: Auth) -> axum::Router {
+    axum::Router::new()
+        .fallback(dispatch)
+        .with_state(Arc::new(AppState { svc, auth }))
+}
+
+fn now() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+fn host(headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost:9696")
+        .to_string()
+}
+
+async fn dispatch(
+    State(st): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match route(&st, &method, &uri, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Extensions wyvern actually implements (alias, name, description).
+const EXTENSIONS: &[(&str, &str, &str)] = &[
+    ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 Neutron networks"),
+    ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
+    ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
+    ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
+    ("port-security", "Port Security", "Provides port security"),
+    ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
+    ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
+    ("standard-attr-description", "standard-attr-description", "Extension to add descriptions to standard attributes"),
+    ("standard-attr-revisions", "Resource revision numbers", "This extension will display the revision number of neutron resources."),
+    ("standard-attr-timestamp", "Resource timestamps", "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
+    ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),
+    ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
+];
+
+fn extension_json(e: &(&str, &str, &str)) -> Value {
+    json!({"alias": e.0, "name": e.1, "description": e.2, "updated": "2024-01-01T00:00:00-00:00", "links": []})
+}
+
+async fn route(
+    st: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, HttpError> {
+    let path = uri.path().trim_matches('/');
+    let mut segs: Vec<&str> = if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('/').collect()
+    };
+    if let Some(last) = segs.last_mut() {
+        *last = last.strip_suffix(".json").unwrap_or(last);
+    }
+    let host = host(headers);
+    if segs.is_empty() {
+        if method != Method::GET {
+            return Err(HttpError::method_not_allowed());
+        }
+        let v = json!({"versions": [{"id": "v2.0", "status": "CURRENT", "links": [{"href": format!("http://{host}/v2.0/"), "rel": "self"}]}]});
+        return ok_json(StatusCode::OK, &v);
+    }
+    if segs[0] != "v2.0" {
+        return Err(HttpError::not_found());
+    }
+    let ctx = st
+        .auth
+        .authenticate(headers, now())
+        .map_err(|e| HttpError::new(StatusCode::UNAUTHORIZED, "HTTPUnauthorized", e.to_string()))?;
+    let q = || ListQuery::parse(uri.query());
+    match (&segs[1..], method.clone()) {
+        ([], Method::GET) => {
+            let resources: Vec<Value> = Kind::ALL
+                .iter()
+                .map(|k| {
+                    json!({"links": [{"href": format!("http://{host}/v2.0/{}", k.as_str()), "rel": "self"}],
+                           "name": k.singular(), "collection": k.as_str()})
+                })
+                .collect();
+            ok_json(StatusCode::OK, &json!({ "resources": resources }))
+        }
+        (["extensions"], Method::GET) => {
+            let list: Vec<Value> = EXTENSIONS.iter().map(extension_json).collect();
+            ok_json(StatusCode::OK, &json!({ "extensions": list }))
+        }
+        (["extensions", alias], Method::GET) => match EXTENSIONS.iter().find(|e| e.0 == *alias) {
+            Some(e) => ok_json(StatusCode::OK, &json!({ "extension": extension_json(e) })),
+            None => Err(HttpError::new(
+                StatusCode::NOT_FOUND,
+                "ExtensionNotFound",
+                format!("Extension with alias {alias} does not exist"),
+            )),
+        },
+        ([coll], m) => {
+            let kind: Kind = coll.parse().map_err(|_| HttpError::not_found())?;
+            match m {
+                Method::GET => list(st, &ctx, kind, &q()?, &host),
+                Method::POST => create(st, &ctx, kind, body).await,
+                _ => Err(HttpError::method_not_allowed()),
+            }
+        }
+        ([coll, id], m) => {
+            let kind: Kind = coll.parse().map_err(|_| HttpError::not_found())?;
+            match m {
+                Method::GET => show(st, &ctx, kind, id, &q()?),
+                Method::PUT => update(st, &ctx, kind, id, body).await,
+                Method::DELETE => delete(st, &ctx, kind, id).await,
+                _ => Err(HttpError::method_not_allowed()),
+            }
+        }
+        (
+            ["routers", id, action @ ("add_router_interface" | "remove_router_interface")],
+            Method::PUT,
+        ) => {
+            let req = InterfaceRequest::from_json(&parse_body(body)?)?;
+            let add = *action == "add_router_interface";
+            let (id, ctx) = (id.to_string(), ctx.clone());
+            let info = st
+                .svc
+                .write(move |t| {
+                    if add {
+                        t.add_router_interface(&ctx, &id, req)
+                    } else {
+                        t.remove_router_interface(&ctx, &id, req)
+                    }
+                })
+                .await?;
+            ok_json(StatusCode::OK, &info)
+        }
+        (["routers", _, "add_router_interface" | "remove_router_interface"], _) => {
+            Err(HttpError::method_not_allowed())
+        }
+        _ => Err(HttpError::not_found()),
+    }
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, HttpError> {
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request(format!("Malformed request body: {e}")))
+}
+
+impl Listable for NetworkView {
+    fn id(&self) -> Uuid {
+        self.network.id
+    }
+}
+impl Listable for Arc<Subnet> {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+impl Listable for Arc<Port> {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+impl Listable for Arc<Router> {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+fn not_found_for(kind: Kind) -> impl Fn(&str) -> HttpError {
+    move |id: &str| {
+        let id = id.to_string();
+        HttpError::from(match kind {
+            Kind::Network => ModelError::NetworkNotFound(id),
+            Kind::Subnet => ModelError::SubnetNotFound(id),
+            Kind::Port => ModelError::PortNotFound(id),
+            Kind::Router => ModelError::RouterNotFound(id),
+        })
+    }
+}
+
+fn list(
+    st: &AppState,
+    ctx: &RequestContext,
+    kind: Kind,
+    q: &ListQuery,
+    host: &str,
+) -> Result<Response, HttpError> {
+    let base = format!("http://{host}/v2.0/{}", kind.as_str());
+    let coll = kind.as_str();
+    let nf = not_found_for(kind);
+    // Snapshot the Arcs under the read lock; filter, sort and serialize outside it.
+    let body = match kind {
+        Kind::Network => {
+            let items: Vec<NetworkView> = st
+                .svc
+                .read(|t| t.visible_networks(ctx).map(|n| t.network_view(n)).collect());
+            list_body(coll, items, q, &base, nf)?
+        }
+        Kind::Subnet => list_body(
+            coll,
+            st.svc.read(|t| t.visible_subnets(ctx).cloned().collect()),
+            q,
+            &base,
+            nf,
+        )?,
+        Kind::Port => list_body(
+            coll,
+            st.svc.read(|t| t.visible_ports(ctx).cloned().collect()),
+            q,
+            &base,
+            nf,
+        )?,
+        Kind::Router => list_body(
+            coll,
+            st.svc.read(|t| t.visible_routers(ctx).cloned().collect()),
+            q,
+            &base,
+            nf,
+        )?,
+    };
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// `{"<singular>": object}` with optional field selection.
+fn wrap<T: Serialize>(kind: Kind, obj: &T, fields: &[String]) -> Result<Response, HttpError> {
+    wrap_status(StatusCode::OK, kind, obj, fields)
+}
+
+fn wrap_status<T: Serialize>(
+    status: StatusCode,
+    kind: Kind,
+    obj: &T,
+    fields: &[String],
+) -> Result<Response, HttpError> {
+    if fields.is_empty() {
+        #[derive(Serialize)]
+        struct One<'a, T: Serialize>(#[serde(with = "one")] (&'static str, &'a T));
+        mod one {
+            use serde::ser::SerializeMap;
+            pub fn serialize<S: serde::Serializer, T: serde::Serialize>(
+                v: &(&'static str, &T),
+                s: S,
+            ) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(v.0, v.1)?;
+                m.end()
+            }
+        }
+        return ok_json(status, &One((kind.singular(), obj)));
+    }
+    let v = serde_json::to_value(obj)
+        .map_err(|e| HttpError::internal(format!("failed to serialize: {e}")))?;
+    ok_json(status, &json!({ kind.singular(): project(v, fields) }))
+}
+
+fn show(
+    st: &AppState,
+    ctx: &RequestContext,
+    kind: Kind,
+    id: &str,
+    q: &ListQuery,
+) -> Result<Response, HttpError> {
+    match kind {
+        Kind::Network => {
+            let v = st
+                .svc
+                .read(|t| t.visible_network(ctx, id).map(|n| t.network_view(n)))?;
+            wrap(kind, &v, &q.fields)
+        }
+        Kind::Subnet => wrap(
+            kind,
+            &st.svc.read(|t| t.visible_subnet(ctx, id).cloned())?,
+            &q.fields,
+        ),
+        Kind::Port => wrap(
+            kind,
+            &st.svc.read(|t| t.visible_port(ctx, id).cloned())?,
+            &q.fields,
+        ),
+        Kind::Router => wrap(
+            kind,
+            &st.svc.read(|t| t.visible_router(ctx, id).cloned())?,
+            &q.fields,
+        ),
+    }
+}
+
+/// The single object (`{"network": {...}}`) or the bulk list (`{"networks": [...]}`).
+fn body_items(kind: Kind, body: &Bytes) -> Result<(Vec<Value>, bool), HttpError> {
+    let v = parse_body(body)?;
+    let Value::Object(mut m) = v else {
+        return Err(HttpError::bad_request(
+            "Malformed request body: expected a JSON object",
+        ));
+    };
+    if let Some(one) = m.remove(kind.singular()) {
+        return Ok((vec![one], false));
+    }
+    match m.remove(kind.as_str()) {
+        Some(Value::Array(items)) if !items.is_empty() => Ok((items, true)),
+        Some(_) => Err(HttpError::bad_request(format!(
+            "Resources required for bulk {} creation must be a non-empty list",
+            kind.as_str()
+        ))),
+        None => Err(HttpError::bad_request(format!(
+            "Unable to find '{}' in request body",
+            kind.singular()
+        ))),
+    }
+}
+
+fn network_view(t: &Topology, n: Arc<Network>) -> NetworkView {
+    t.network_view(&n)
+}
+
+async fn create(
+    st: &AppState,
+    ctx: &RequestContext,
+    kind: Kind,
+    body: &Bytes,
+) -> Result<Response, HttpError> {
+    let (items, bulk) = body_items(kind, body)?;
+    macro_rules! run {
+        ($req:ty, $op:ident, $render:expr) => {{
+            let reqs = items
+                .iter()
+                .map(|v| <$req>::from_json(v, ctx))
+                .collect::<Result<Vec<_>, ModelError>>()?;
+            let ops: Vec<_> = reqs
+                .into_iter()
+                .map(|r| {
+                    let ctx = ctx.clone();
+                    move |t: &Topology| t.$op(&ctx, r)
+                })
+                .collect();
+            let out = st.svc.write_many(ops).await?;
+            let rendered: Vec<_> = st.svc.read(|t| out.into_iter().map(|o| $render(t, o)).collect());
+            if bulk {
+                ok_json(StatusCode::CREATED, &json!({ kind.as_str(): rendered }))
+            } else {
+                let one = rendered.into_iter().next().ok_or_else(|| HttpError::internal("bulk create returned nothing"))?;
+                wrap_status(StatusCode::CREATED, kind, &one, &[])
+            }
+        }};
+    }
+    match kind {
+        Kind::Network => run!(NetworkCreate, create_network, network_view),
+        Kind::Subnet => run!(
+            SubnetCreate,
+            create_subnet,
+            |_: &Topology, s: Arc<Subnet>| s
+        ),
+        Kind::Port => run!(PortCreate, create_port, |_: &Topology, p: Arc<Port>| p),
+        Kind::Router => run!(
+            RouterCreate,
+            create_router,
+            |_: &Topology, r: Arc<Router>| r
+        ),
+    }
+}
+
+async fn update(
+    st: &AppState,
+    ctx: &RequestContext,
+    kind: Kind,
+    id: &str,
+    body: &Bytes,
+) -> Result<Response, HttpError> {
+    let (mut items, bulk) = body_items(kind, body)?;
+    if bulk || items.len() != 1 {
+        return Err(HttpError::bad_request(format!(
+            "Unable to find '{}' in request body",
+            kind.singular()
+        )));
+    }
+    let v = items.remove(0);
+    let (ctx, id) = (ctx.clone(), id.to_string());
+    match kind {
+        Kind::Network => {
+            let req = NetworkUpdate::from_json(&v)?;
+            let n = st
+                .svc
+                .write(move |t| t.update_network(&ctx, &id, req))
+                .await?;
+            wrap(kind, &st.svc.read(|t| t.network_view(&n)), &[])
+        }
+        Kind::Subnet => {
+            let req = SubnetUpdate::from_json(&v)?;
+            wrap(
+                kind,
+                &st.svc
+                    .write(move |t| t.update_subnet(&ctx, &id, req))
+                    .await?,
+                &[],
+            )
+        }
+        Kind::Port => {
+            let req = PortUpdate::from_json(&v)?;
+            wrap(
+                kind,
+                &st.svc.write(move |t| t.update_port(&ctx, &id, req)).await?,
+                &[],
+            )
+        }
+        Kind::Router => {
+            let req = RouterUpdate::from_json(&v)?;
+            wrap(
+                kind,
+                &st.svc
+                    .write(move |t| t.update_router(&ctx, &id, req))
+                    .await?,
+                &[],
+            )
+        }
+    }
+}
+
+async fn delete(
+    st: &AppState,
+    ctx: &RequestContext,
+    kind: Kind,
+    id: &str,
+) -> Result<Response, HttpError> {
+    let (ctx, id) = (ctx.clone(), id.to_string());
+    st.svc
+        .write(move |t| {
+            let c: Change = match kind {
+                Kind::Network => t.delete_network(&ctx, &id)?,
+                Kind::Subnet => t.delete_subnet(&ctx, &id)?,
+                Kind::Port => t.delete_port(&ctx, &id)?,
+                Kind::Router => t.delete_router(&ctx, &id)?,
+            };
+            Ok((c, ()))
+        })
+        .await?;
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok(r)
+}

@@ -1,0 +1,437 @@
+//! Neutron's list semantics: attribute filters, `fields`, `sort_key`/`sort_dir` and
+//! `limit`/`marker`/`page_reverse` pagination with `<collection>_links`.
+//!
+//! Lists without filters, sorting or field selection (the common and the large case) are
+//! paginated on the typed objects, already in id order, and serialized directly; everything
+//! else goes through `serde_json::Value`.
+
+use std::cmp::Ordering;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::http::HttpError;
+
+/// A parsed list (or show) query string.
+#[derive(Debug, Default, Clone)]
+pub struct ListQuery {
+    /// Attribute -> accepted values (repeated keys are OR-ed), in first-seen order.
+    pub filters: Vec<(String, Vec<String>)>,
+    pub fields: Vec<String>,
+    /// (attribute, ascending)
+    pub sort: Vec<(String, bool)>,
+    pub limit: Option<usize>,
+    pub marker: Option<String>,
+    pub page_reverse: bool,
+    /// Every parameter as given, to rebuild pagination links.
+    raw: Vec<(String, String)>,
+}
+
+fn bad(msg: impl Into<String>) -> HttpError {
+    HttpError::bad_request(msg)
+}
+
+impl ListQuery {
+    pub fn parse(query: Option<&str>) -> Result<Self, HttpError> {
+        let mut q = ListQuery::default();
+        let mut sort_keys = Vec::new();
+        let mut sort_dirs = Vec::new();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let (k, v) = (k.into_owned(), v.into_owned());
+            q.raw.push((k.clone(), v.clone()));
+            match k.as_str() {
+                "fields" => q
+                    .fields
+                    .extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_string)),
+                "sort_key" => sort_keys.push(v),
+                "sort_dir" => match v.as_str() {
+                    "asc" => sort_dirs.push(true),
+                    "desc" => sort_dirs.push(false),
+                    _ => {
+                        return Err(bad(format!(
+                            "Sort direction '{v}' is not valid; use 'asc' or 'desc'"
+                        )))
+                    }
+                },
+                "limit" => {
+                    let n: i64 = v.parse().map_err(|_| {
+                        bad(format!(
+                            "Limit must be an integer 0 or greater and not '{v}'"
+                        ))
+                    })?;
+                    if n < 0 {
+                        return Err(bad(format!(
+                            "Limit must be an integer 0 or greater and not '{v}'"
+                        )));
+                    }
+                    // Neutron: limit=0 means no limit.
+                    q.limit = (n > 0).then_some(n as usize);
+                }
+                "marker" => q.marker = Some(v),
+                "page_reverse" => {
+                    q.page_reverse = matches!(v.to_ascii_lowercase().as_str(), "true" | "1")
+                }
+                _ => match q.filters.iter_mut().find(|(fk, _)| *fk == k) {
+                    Some((_, vals)) => vals.push(v),
+                    None => q.filters.push((k, vec![v])),
+                },
+            }
+        }
+        if !sort_dirs.is_empty() && sort_dirs.len() != sort_keys.len() {
+            return Err(bad("The number of sort_keys and sort_dirs must be same"));
+        }
+        q.sort = sort_keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (k, sort_dirs.get(i).copied().unwrap_or(true)))
+            .collect();
+        Ok(q)
+    }
+
+    fn needs_values(&self) -> bool {
+        !self.filters.is_empty() || !self.sort.is_empty() || !self.fields.is_empty()
+    }
+
+    fn link(&self, base: &str, marker: Uuid, reverse: bool) -> Value {
+        let mut ser = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.raw {
+            if k != "marker" && k != "page_reverse" && k != "limit" {
+                ser.append_pair(k, v);
+            }
+        }
+        if let Some(l) = self.limit {
+            ser.append_pair("limit", &l.to_string());
+        }
+        ser.append_pair("marker", &marker.to_string());
+        if reverse {
+            ser.append_pair("page_reverse", "True");
+        }
+        serde_json::json!({ "href": format!("{base}?{}", ser.finish()), "rel": if reverse { "previous" } else { "next" } })
+    }
+}
+
+/// Something that can be listed: serializable, with an id.
+pub trait Listable: Serialize {
+    fn id(&self) -> Uuid;
+}
+
+/// Keeps only the requested fields (Neutron ignores unknown ones).
+pub fn project(v: Value, fields: &[String]) -> Value {
+    if fields.is_empty() {
+        return v;
+    }
+    match v {
+        Value::Object(mut m) => {
+            let mut out = Map::new();
+            for f in fields {
+                if let Some(x) = m.remove(f) {
+                    out.insert(f.clone(), x);
+                }
+            }
+            Value::Object(out)
+        }
+        other => other,
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn value_matches(v: &Value, want: &str) -> bool {
+    match v {
+        Value::String(s) => s == want,
+        Value::Bool(b) => parse_bool(want) == Some(*b),
+        Value::Number(n) => n.to_string() == want,
+        Value::Null => want.is_empty() || want == "None" || want == "null",
+        Value::Array(a) => a.iter().any(|x| value_matches(x, want)),
+        Value::Object(_) => false,
+    }
+}
+
+/// `fixed_ips=ip_address=X` / `fixed_ips=subnet_id=Y`: a port matches when one of its
+/// addresses matches every given kind (values of one kind are OR-ed).
+fn fixed_ips_match(item: &Value, wants: &[String]) -> bool {
+    let mut ips = Vec::new();
+    let mut subnets = Vec::new();
+    for w in wants {
+        match w.split_once('=') {
+            Some(("ip_address", v)) => ips.push(v),
+            Some(("subnet_id", v)) => subnets.push(v),
+            _ => {}
+        }
+    }
+    let Some(list) = item.get("fixed_ips").and_then(Value::as_array) else {
+        return false;
+    };
+    list.iter().any(|f| {
+        let ip_ok = ips.is_empty()
+            || f.get("ip_address")
+                .and_then(Value::as_str)
+                .is_some_and(|x| ips.contains(&x));
+        let sn_ok = subnets.is_empty()
+            || f.get("subnet_id")
+                .and_then(Value::as_str)
+                .is_some_and(|x| subnets.contains(&x));
+        ip_ok && sn_ok
+    })
+}
+
+fn matches(item: &Value, filters: &[(String, Vec<String>)]) -> bool {
+    filters.iter().all(|(k, wants)| {
+        if k == "fixed_ips" {
+            return fixed_ips_match(item, wants);
+        }
+        match item.get(k) {
+            Some(v) => wants.iter().any(|w| value_matches(v, w)),
+            // Unknown attributes are ignored, as Neutron does without filter validation.
+            None => true,
+        }
+    })
+}
+
+fn cmp_values(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Null, _) => Ordering::Less,
+        (_, Value::Null) => Ordering::Greater,
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Number(x), Value::Number(y)) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .partial_cmp(&y.as_f64().unwrap_or(0.0))
+            .unwrap_or(Ordering::Equal),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (x, y) => x.to_string().cmp(&y.to_string()),
+    }
+}
+
+/// Which part of an ordered list a page covers, and whether there are links to give.
+struct Page {
+    start: usize,
+    end: usize,
+    next: bool,
+    prev: bool,
+}
+
+/// `after`: index of the first entry after the marker; `before`: index of the first entry
+/// not before it (both `None` without a marker).
+fn page(q: &ListQuery, len: usize, marker: Option<(usize, usize)>) -> Page {
+    let Some(limit) = q.limit else {
+        let start = marker.map_or(0, |(after, _)| after);
+        return Page {
+            start,
+            end: len,
+            next: false,
+            prev: false,
+        };
+    };
+    if q.page_reverse {
+        let end = marker.map_or(len, |(_, before)| before);
+        let start = end.saturating_sub(limit);
+        Page {
+            start,
+            end,
+            next: marker.is_some(),
+            prev: start > 0,
+        }
+    } else {
+        let start = marker.map_or(0, |(after, _)| after);
+        let end = (start + limit).min(len);
+        Page {
+            start,
+            end,
+            next: end < len,
+            prev: marker.is_some(),
+        }
+    }
+}
+
+fn links(q: &ListQuery, base: &str, ids: &[Uuid], p: &Page) -> Vec<Value> {
+    let mut out = Vec::new();
+    if p.start >= p.end {
+        return out;
+    }
+    if p.next {
+        out.push(q.link(base, ids[p.end - 1], false));
+    }
+    if p.prev {
+        out.push(q.link(base, ids[p.start], true));
+    }
+    out
+}
+
+/// The body of a list answer: `{"<collection>": [...], "<collection>_links": [...]}`.
+/// `items` are the visible objects in id order; `not_found` builds the 404 for a marker
+/// that names no visible object.
+pub fn list_body<T: Listable>(
+    collection: &str,
+    items: Vec<T>,
+    q: &ListQuery,
+    base: &str,
+    not_found: impl Fn(&str) -> HttpError,
+) -> Result<Vec<u8>, HttpError> {
+    let marker = match &q.marker {
+        Some(m) => Some(
+            Uuid::parse_str(m)
+                .ok()
+                .filter(|u| items.iter().any(|i| i.id() == *u))
+                .ok_or_else(|| not_found(m))?,
+        ),
+        None => None,
+    };
+    let links_key = format!("{collection}_links");
+    if !q.needs_values() {
+        // Fast path: typed objects, already in id order.
+        let pos = marker.map(|m| {
+            let i = items.partition_point(|x| x.id() < m);
+            (i + 1, i)
+        });
+        let p = page(q, items.len(), pos);
+        let ids: Vec<Uuid> = items[p.start..p.end].iter().map(Listable::id).collect();
+        let rel = Page {
+            start: 0,
+            end: ids.len(),
+            ..p
+        };
+        let l = links(q, base, &ids, &rel);
+        return Ok(serialize_list(
+            collection,
+            &items[p.start..p.end],
+            &links_key,
+            l,
+        ));
+    }
+    let to_value = |i: &T| {
+        serde_json::to_value(i)
+            .map_err(|e| HttpError::internal(format!("failed to serialize: {e}")))
+    };
+    let marker_val = match marker {
+        Some(m) => items
+            .iter()
+            .find(|i| i.id() == m)
+            .map(to_value)
+            .transpose()?
+            .map(|v| (m, v)),
+        None => None,
+    };
+    let mut vals: Vec<(Uuid, Value)> = Vec::with_capacity(items.len());
+    for i in &items {
+        let v = to_value(i)?;
+        if matches(&v, &q.filters) {
+            vals.push((i.id(), v));
+        }
+    }
+    for (k, _) in &q.sort {
+        let bad_key = vals.iter().any(|(_, v)| {
+            matches!(
+                v.get(k),
+                None | Some(Value::Array(_)) | Some(Value::Object(_))
+            )
+        });
+        if bad_key {
+            return Err(bad(format!("'{k}' is an invalid attribute for sort_key")));
+        }
+    }
+    let last_asc = q.sort.last().is_none_or(|(_, asc)| *asc);
+    let cmp = |a: &(Uuid, Value), b: &(Uuid, Value)| {
+        for (k, asc) in &q.sort {
+            let o = cmp_values(
+                a.1.get(k).unwrap_or(&Value::Null),
+                b.1.get(k).unwrap_or(&Value::Null),
+            );
+            let o = if *asc { o } else { o.reverse() };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        if last_asc {
+            a.0.cmp(&b.0)
+        } else {
+            b.0.cmp(&a.0)
+        }
+    };
+    vals.sort_by(cmp);
+    let pos = marker_val.map(|mv| {
+        let before = vals.partition_point(|x| cmp(x, &mv) == Ordering::Less);
+        let after = vals.partition_point(|x| cmp(x, &mv) != Ordering::Greater);
+        (after, before)
+    });
+    let p = page(q, vals.len(), pos);
+    let ids: Vec<Uuid> = vals[p.start..p.end].iter().map(|(id, _)| *id).collect();
+    let rel = Page {
+        start: 0,
+        end: ids.len(),
+        ..p
+    };
+    let l = links(q, base, &ids, &rel);
+    let out: Vec<Value> = vals
+        .drain(p.start..p.end)
+        .map(|(_, v)| project(v, &q.fields))
+        .collect();
+    Ok(serialize_list(collection, &out, &links_key, l))
+}
+
+fn serialize_list<T: Serialize>(
+    collection: &str,
+    items: &[T],
+    links_key: &str,
+    links: Vec<Value>,
+) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Body<'a, T: Serialize> {
+        #[serde(flatten)]
+        inner: std::collections::BTreeMap<&'a str, &'a [T]>,
+        #[serde(flatten)]
+        links: std::collections::BTreeMap<&'a str, Vec<Value>>,
+    }
+    let mut inner = std::collections::BTreeMap::new();
+    inner.insert(collection, items);
+    let mut lm = std::collections::BTreeMap::new();
+    if !links.is_empty() {
+        lm.insert(links_key, links);
+    }
+    serde_json::to_vec(&Body { inner, links: lm }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_collects_repeats_and_checks_values() {
+        let q = ListQuery::parse(Some("name=a&name=b&fields=id&fields=name,mtu&sort_key=name&limit=2&fixed_ips=ip_address%3D10.0.0.2")).unwrap();
+        assert_eq!(
+            q.filters[0],
+            ("name".to_string(), vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            q.filters[1],
+            (
+                "fixed_ips".to_string(),
+                vec!["ip_address=10.0.0.2".to_string()]
+            )
+        );
+        assert_eq!(q.fields, vec!["id", "name", "mtu"]);
+        assert_eq!(q.sort, vec![("name".to_string(), true)]);
+        assert_eq!(q.limit, Some(2));
+        assert!(ListQuery::parse(Some("limit=-1")).is_err());
+        assert!(ListQuery::parse(Some("limit=x")).is_err());
+        assert!(ListQuery::parse(Some("sort_dir=up")).is_err());
+        assert!(ListQuery::parse(Some("sort_key=a&sort_key=b&sort_dir=asc")).is_err());
+        assert_eq!(ListQuery::parse(Some("limit=0")).unwrap().limit, None);
+    }
+
+    #[test]
+    fn value_matching_follows_types() {
+        assert!(value_matches(&Value::Bool(true), "True"));
+        assert!(!value_matches(&Value::Bool(true), "false"));
+        assert!(value_matches(&serde_json::json!(1450), "1450"));
+        assert!(value_matches(&serde_json::json!(["a", "b"]), "b"));
+    }
+}
