@@ -144,11 +144,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .unwrap_or(0);
+        // Bytes this process caused to be written to disk, per stored key.
+        let write_bytes = std::fs::read_to_string("/proc/self/io")?
+            .lines()
+            .find_map(|l| l.strip_prefix("write_bytes:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
         let (all, _) = store.range("/wyvern/v1/").await?;
         println!(
-            "{{\"measure\":\"fill\",\"keys\":{},\"fill_seconds\":{fill_s:.1},\"rss_mb\":{:.1},\"list_keys\":{count},\"list_ms\":{list_ms:?}}}",
+            "{{\"measure\":\"fill\",\"keys\":{},\"fill_seconds\":{fill_s:.1},\"rss_mb\":{:.1},\"list_keys\":{count},\"list_ms\":{list_ms:?},\"disk_bytes_per_key\":{}}}",
             all.len(),
-            rss_kb as f64 / 1024.0
+            rss_kb as f64 / 1024.0,
+            write_bytes / (all.len() as u64).max(1)
         );
     }
     Ok(())
