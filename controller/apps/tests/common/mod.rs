@@ -34,14 +34,14 @@ pub const DHCLIENT_PRL: [u8; 13] = [1, 28, 2, 3, 15, 6, 119, 12, 44, 47, 26, 121
 ///         37 0d 01 1c 02 03 0f 06 77 0c 2c 2f 1a 79 2a (55 PRL, 13 codes) | ff, then padding
 pub const DHCLIENT_DISCOVER_HEX: &str = concat!(
     "ffffffffffff020000aabb01080045100148000000008011399600000000ffffffff0044004301343e0a",
-    "010106003230857d0000000000000000000000000000000000000000020000aabb01000000000000000000",
-    "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
-    "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
-    "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
-    "00000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
-    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000006382",
-    "53633501010c02766d370d011c02030f06770c2c2f1a792aff0000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000"
+    "010106003230857d0000000000000000000000000000000000000000020000aabb010000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000638253633501010c02766d370d011c02",
+    "030f06770c2c2f1a792aff00000000000000000000000000000000000000000000000000000000000000",
+    "000000000000",
 );
 
 pub fn hex(s: &str) -> Vec<u8> {
@@ -103,7 +103,11 @@ pub fn client_msg(t: MessageType, xid: u32) -> Message {
 }
 
 pub fn with_flags(mut m: Message, broadcast: bool) -> Message {
-    m.set_flags(if broadcast { Flags::default().set_broadcast() } else { Flags::default() });
+    m.set_flags(if broadcast {
+        Flags::default().set_broadcast()
+    } else {
+        Flags::default()
+    });
     m
 }
 
@@ -116,7 +120,11 @@ pub fn udp_frame_raw(
     dport: u16,
     payload: &[u8],
 ) -> Vec<u8> {
-    let eth_dst = if ip_dst.is_broadcast() { EthernetAddress::BROADCAST } else { ROUTER_MAC };
+    let eth_dst = if ip_dst.is_broadcast() {
+        EthernetAddress::BROADCAST
+    } else {
+        ROUTER_MAC
+    };
     let ip = Ipv4Repr {
         src_addr: ip_src,
         dst_addr: ip_dst,
@@ -129,10 +137,19 @@ pub fn udp_frame_raw(
     };
     let mut buf = vec![0u8; 14 + ip.buffer_len()];
     let mut eth = EthernetFrame::new_checked(&mut buf[..]).unwrap();
-    EthernetRepr { src_addr: eth_src, dst_addr: eth_dst, ethertype: EtherType::IPV4 }.emit(&mut eth);
+    EthernetRepr {
+        src_addr: eth_src,
+        dst_addr: eth_dst,
+        ethertype: EtherType::IPV4,
+    }
+    .emit(&mut eth);
     let l3 = eth.payload_mut();
     assert!(ip.emit(l3));
-    assert!(UdpRepr { src_port: sport, dst_port: dport }.emit(&mut l3[20..], ip_src, ip_dst, payload));
+    assert!(UdpRepr {
+        src_port: sport,
+        dst_port: dport
+    }
+    .emit(&mut l3[20..], ip_src, ip_dst, payload));
     buf
 }
 
@@ -162,7 +179,11 @@ pub struct Reply {
 pub fn ones_sum(data: &[u8]) -> u16 {
     let mut s: u64 = 0;
     for (i, b) in data.iter().enumerate() {
-        s += if i % 2 == 0 { u64::from(*b) << 8 } else { u64::from(*b) };
+        s += if i % 2 == 0 {
+            u64::from(*b) << 8
+        } else {
+            u64::from(*b)
+        };
     }
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
@@ -220,7 +241,10 @@ pub fn raw_options(bootp: &[u8]) -> Vec<(u8, Vec<u8>)> {
 }
 
 pub fn option(bootp: &[u8], code: u8) -> Option<Vec<u8>> {
-    raw_options(bootp).into_iter().find(|(c, _)| *c == code).map(|(_, v)| v)
+    raw_options(bootp)
+        .into_iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, v)| v)
 }
 
 pub fn net(s: &str) -> Ipv4Net {
