@@ -3,11 +3,13 @@
 //! decision follows from the request and the port's context.
 //!
 //! The frame is checked layer by layer with the `wire` views, then the BOOTP options are
-//! walked once by hand so that an option running past the end is a typed drop
-//! (`dhcproto` stops decoding silently at the first bad option, which would hide e.g. a
-//! parameter request list after a broken hostname). `dhcproto` decodes the fixed header and
-//! encodes the reply; options are encoded one by one so that they follow the client's
-//! parameter request list order (RFC 2131 4.3.1 "SHOULD").
+//! walked once by hand so that an option running past the end is a typed drop. `dhcproto`
+//! is not given the request's options: it stops decoding silently at the first bad option
+//! (which would hide e.g. a parameter request list after a broken hostname) and some of its
+//! option decoders `debug_assert!` on lengths, i.e. panic on hostile input in debug builds.
+//! `dhcproto` decodes the fixed header and encodes the reply (including RFC 3396 splitting
+//! of long options and RFC 3442 routes); reply options are encoded one by one so that they
+//! follow the client's parameter request list order (RFC 2131 4.3.1 "SHOULD").
 
 use std::net::Ipv4Addr;
 
@@ -461,7 +463,11 @@ fn read_request(frame: &[u8], port_mac: EthernetAddress) -> Result<ClientRequest
     if !giaddr.is_unspecified() {
         return Err(DhcpDrop::Relayed { giaddr });
     }
-    let msg = Message::decode(&mut Decoder::new(bootp)).map_err(DhcpDrop::Decode)?;
+    // Only the fixed header and cookie go to dhcproto: its option decoder has
+    // `debug_assert!`s on option lengths (e.g. option 81 with length < 3 panics in debug
+    // builds, found by the no-panic test), and we already hold every option we act on.
+    let header = bootp.get(..field::OPTIONS).unwrap_or(bootp);
+    let msg = Message::decode(&mut Decoder::new(header)).map_err(DhcpDrop::Decode)?;
     Ok(ClientRequest {
         msg,
         msg_type: MessageType::from(raw_type),

@@ -15,6 +15,8 @@
 pub mod arp;
 mod build;
 pub mod dhcp;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod icmp;
 pub mod ratelimit;
 pub mod summary;

@@ -536,3 +536,13 @@ fn ethernet_padding_after_ip_is_ignored() {
     f.extend_from_slice(&[0xaa; 20]);
     assert!(handle_dhcp(&f, &ctx(), &cfg()).is_ok());
 }
+
+/// Regression: dhcproto's option-81 decoder `debug_assert!`s length >= 3, so a client FQDN
+/// option of length 1 used to panic in debug builds (found by the no-panic test).
+#[test]
+fn short_client_fqdn_option_does_not_panic() {
+    let mut b = discover_bootp()[..240].to_vec();
+    b.extend_from_slice(&[53, 1, 1, 81, 1, 0, 121, 0, 50, 4, 10, 0, 0, 5, 255]);
+    let out = handle_dhcp(&frame_from_bootp(&b), &ctx(), &cfg()).unwrap();
+    assert_eq!(out.reply_kind(), Some(DhcpReplyKind::Offer));
+}

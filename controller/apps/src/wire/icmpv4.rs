@@ -112,7 +112,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv4Packet<T> {
 mod tests {
     use super::*;
 
-    // A real `ping -c1` echo request body: id 0x1234 seq 1, 8 bytes of data.
+    // An echo request body (checksum left 0): id 0x1234 seq 1, 8 bytes of data.
     const ECHO: [u8; 16] = [
         0x08, 0x00, 0x00, 0x00, 0x12, 0x34, 0x00, 0x01, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67,
         0x68,
