@@ -106,7 +106,7 @@ fn main() {
         )
         .use_core()
         .derive_default(true)
-        .derive_debug(false)
+        .derive_debug(true)
         .layout_tests(false)
         .generate_comments(false)
         .newtype_enum("rte_flow_item_type")

@@ -325,7 +325,8 @@ impl Port {
     }
 
     /// Receives up to `max` packets from `queue`, appending them to `out` (no allocation
-    /// once `out` has capacity). Returns how many arrived; 0 for an unknown queue.
+    /// once `out` has capacity). Returns how many arrived; 0 for an unknown queue or a
+    /// stopped port.
     #[inline]
     pub fn rx_burst<'a>(&'a self, queue: u16, out: &mut Vec<Mbuf<'a>>, max: u16) -> usize {
         if self
@@ -337,8 +338,7 @@ impl Port {
         }
         out.reserve(max as usize);
         let len = out.len();
-        // SAFETY: queue is configured and set up (start requires it; a stopped port answers
-        // through DPDK's dummy burst functions). Mbuf is repr(transparent) over the pointer;
+        // SAFETY: the port is started, so every configured queue is set up. Mbuf is repr(transparent) over the pointer;
         // the length grows only over slots the driver filled. The mbufs come from this
         // port's RX pools, which live as long as &'a self.
         unsafe {
@@ -354,7 +354,10 @@ impl Port {
     /// the caller to retry or drop. Returns how many were accepted.
     #[inline]
     pub fn tx_burst(&self, queue: u16, pkts: &mut Vec<Mbuf<'_>>) -> usize {
-        if !self.tx_ready.get(queue as usize).copied().unwrap_or(false) || pkts.is_empty() {
+        if !self.started
+            || !self.tx_ready.get(queue as usize).copied().unwrap_or(false)
+            || pkts.is_empty()
+        {
             return 0;
         }
         let len = pkts.len();
