@@ -329,17 +329,20 @@ impl Port {
     /// stopped port.
     #[inline]
     pub fn rx_burst<'a>(&'a self, queue: u16, out: &mut Vec<Mbuf<'a>>, max: u16) -> usize {
-        if self
-            .rx_pools
-            .get(queue as usize)
-            .is_none_or(Option::is_none)
+        // A stopped port would answer through DPDK's noisy dummy burst functions.
+        if !self.started
+            || self
+                .rx_pools
+                .get(queue as usize)
+                .is_none_or(Option::is_none)
         {
             return 0;
         }
         out.reserve(max as usize);
         let len = out.len();
-        // SAFETY: the port is started, so every configured queue is set up. Mbuf is repr(transparent) over the pointer;
-        // the length grows only over slots the driver filled. The mbufs come from this
+        // SAFETY: the port is started, so every configured queue is set up. Mbuf is
+        // repr(transparent) over the pointer; the length grows only over slots the driver
+        // filled. The mbufs come from this
         // port's RX pools, which live as long as &'a self.
         unsafe {
             let dst = out.as_mut_ptr().add(len) as *mut *mut ffi::rte_mbuf;
