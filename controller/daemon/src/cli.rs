@@ -175,13 +175,15 @@ pub enum RouterCmd {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false, id = "target")]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["subnet", "port"])))]
 pub struct RouterIface {
-    #[arg(required = false)]
+    /// Router (name or id).
     pub router: String,
-    #[arg(long, group = "target")]
+    /// Subnet (name or id): the router takes its gateway IP.
+    #[arg(long)]
     pub subnet: Option<String>,
-    #[arg(long, group = "target")]
+    /// Port (name or id) to become the router's interface.
+    #[arg(long)]
     pub port: Option<String>,
 }
 

@@ -1,1 +1,10 @@
-fn main() {}
+//! End-to-end tests: the real `wyvernd` and `wyvern` binaries, talked to over HTTP and
+//! driven by the real `openstack` CLI. One test binary (one link) for all of them.
+
+mod binaries;
+mod common;
+mod durability;
+mod lifecycle;
+mod openstack;
+mod query;
+mod validation;

@@ -1,0 +1,308 @@
+//! `bench-api`: Neutron API throughput, latency, list time and memory of a real wyvernd.
+//!
+//! One fresh wyvernd (its own temp data dir, durable redb store, no auth) and two networks
+//! with a /16 subnet each (100,000 ports do not fit in one /16). Then, with `--clients`
+//! concurrent HTTP clients creating ports:
+//! 1. create ports until `--list-size` exist (warm-up, also reported);
+//! 2. list all of them (`GET /v2.0/ports`, all fields) `--list-runs` times;
+//! 3. create ports until `--total-ports` exist: the headline creates/s and p50/p99;
+//! 4. read wyvernd's VmRSS from /proc.
+//!
+//! Prints one JSON document on stdout; progress goes to stderr. Exits non-zero if a request
+//! failed (a benchmark of failing requests is no benchmark).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::{json, Value};
+use wyvern_bench::{proc_status_kib, Latency};
+use wyvern_testkit::wyvernd::WyverndOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench-api", about = "Benchmark wyvernd's Neutron API")]
+struct Args {
+    /// wyvernd binary [default: the wyvernd next to this executable].
+    #[arg(long, env = "WYVERND")]
+    wyvernd: Option<PathBuf>,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Ports in the store when the list is timed.
+    #[arg(long, default_value_t = 10_000)]
+    list_size: usize,
+    /// How many times the list is timed.
+    #[arg(long, default_value_t = 10)]
+    list_runs: usize,
+    /// Ports in the store when memory is measured; the creates from `list_size` to here are
+    /// the throughput measurement.
+    #[arg(long, default_value_t = 100_000)]
+    total_ports: usize,
+}
+
+/// One create phase's result.
+#[derive(Debug, serde::Serialize)]
+struct CreatePhase {
+    ports: usize,
+    seconds: f64,
+    creates_per_sec: f64,
+    latency: Option<Latency>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+/// Creates `count` ports across `networks` with `clients` concurrent clients.
+async fn create_ports(
+    http: &reqwest::Client,
+    base: &str,
+    networks: &[String],
+    count: usize,
+    clients: usize,
+) -> CreatePhase {
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = format!("{base}/v2.0/ports");
+    let networks = Arc::new(networks.to_vec());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, next, networks) =
+            (http.clone(), url.clone(), next.clone(), networks.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0usize;
+            let mut first_error = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let body = json!({"port": {"network_id": networks[i % networks.len()], "name": format!("bench-{i}")}});
+                let t0 = Instant::now();
+                let resp = http.post(&url).json(&body).send().await;
+                let outcome = match resp {
+                    Ok(r) if r.status() == 201 => r.bytes().await.map(|_| ()).map_err(|e| e.to_string()),
+                    Ok(r) => {
+                        let status = r.status();
+                        Err(format!("HTTP {status}: {}", r.text().await.unwrap_or_default()))
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match outcome {
+                    Ok(()) => lat.push(t0.elapsed()),
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut lat = Vec::with_capacity(count);
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok((l, e, f)) => {
+                lat.extend(l);
+                errors += e;
+                if first_error.is_none() {
+                    first_error = f;
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(format!("client task failed: {e}"));
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    CreatePhase {
+        ports: lat.len(),
+        seconds,
+        creates_per_sec: lat.len() as f64 / seconds,
+        latency: Latency::of(&mut lat),
+        errors,
+        first_error,
+    }
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Result<Value> {
+    let resp = http
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let v: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("POST {url}: decode"))?;
+    if status != 201 {
+        bail!("POST {url}: HTTP {status}: {v}");
+    }
+    Ok(v)
+}
+
+fn default_wyvernd() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("failed to find bench-api's own path")?;
+    let dir = me.parent().context("bench-api has no parent dir")?;
+    Ok(dir.join("wyvernd"))
+}
+
+async fn run(args: Args) -> anyhow::Result<Value> {
+    let bin = match args.wyvernd {
+        Some(b) => b,
+        None => default_wyvernd()?,
+    };
+    if !bin.exists() {
+        bail!(
+            "wyvernd not found at {} (build it or pass --wyvernd)",
+            bin.display()
+        );
+    }
+    if args.list_size > args.total_ports {
+        bail!("--list-size must not exceed --total-ports");
+    }
+    let w = WyverndOptions::new(&bin).env("RUST_LOG", "warn").start()?;
+    let pid = w.pid().context("wyvernd has no pid")?;
+    let base = w.url();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .tcp_nodelay(true)
+        .build()
+        .context("failed to build the HTTP client")?;
+
+    let mut networks = Vec::new();
+    for (i, cidr) in ["10.100.0.0/16", "10.101.0.0/16"].iter().enumerate() {
+        let net = post(
+            &http,
+            format!("{base}/v2.0/networks"),
+            json!({"network": {"name": format!("bench-{i}")}}),
+        )
+        .await?;
+        let id = net["network"]["id"]
+            .as_str()
+            .context("network without id")?
+            .to_owned();
+        post(
+            &http,
+            format!("{base}/v2.0/subnets"),
+            json!({"subnet": {"network_id": id, "ip_version": 4, "cidr": cidr}}),
+        )
+        .await?;
+        networks.push(id);
+    }
+    let rss_empty = proc_status_kib(pid, "VmRSS");
+
+    eprintln!(
+        "creating {} ports (warm-up) with {} clients",
+        args.list_size, args.clients
+    );
+    let warm = create_ports(&http, &base, &networks, args.list_size, args.clients).await;
+    eprintln!("  {:.0} creates/s", warm.creates_per_sec);
+
+    eprintln!("listing {} ports {} times", args.list_size, args.list_runs);
+    let mut list_lat = Vec::new();
+    let mut list_bytes = 0;
+    for _ in 0..args.list_runs {
+        let t0 = Instant::now();
+        let resp = http
+            .get(format!("{base}/v2.0/ports"))
+            .send()
+            .await
+            .context("GET /v2.0/ports")?;
+        let status = resp.status();
+        let body = resp.bytes().await.context("GET /v2.0/ports: body")?;
+        list_lat.push(t0.elapsed());
+        if status != 200 {
+            bail!("GET /v2.0/ports: HTTP {status}");
+        }
+        let v: Value = serde_json::from_slice(&body).context("GET /v2.0/ports: not JSON")?;
+        let n = v["ports"].as_array().map(Vec::len).unwrap_or(0);
+        if n != warm.ports {
+            bail!(
+                "GET /v2.0/ports returned {n} ports, expected {}",
+                warm.ports
+            );
+        }
+        list_bytes = body.len();
+    }
+    let list = Latency::of(&mut list_lat);
+
+    let rest = args.total_ports - args.list_size;
+    eprintln!(
+        "creating {rest} more ports (measured) with {} clients",
+        args.clients
+    );
+    let main = create_ports(&http, &base, &networks, rest, args.clients).await;
+    eprintln!("  {:.0} creates/s", main.creates_per_sec);
+    let rss = proc_status_kib(pid, "VmRSS");
+    let hwm = proc_status_kib(pid, "VmHWM");
+    let data_bytes = dir_size(w.data_dir());
+
+    let mib = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
+    let list_p50 = list.map(|l| l.p50_ms);
+    let create_p99 = main.latency.map(|l| l.p99_ms);
+    let stored = warm.ports + main.ports;
+    let errors = warm.errors + main.errors;
+    Ok(json!({
+        "bench": "api",
+        "wyvernd": bin.display().to_string(),
+        "clients": args.clients,
+        "durable": true,
+        "create": main,
+        "create_warmup": warm,
+        "list": {"ports": args.list_size, "bytes": list_bytes, "latency": list},
+        "memory": {
+            "ports_stored": stored,
+            "rss_mib": mib(rss),
+            "rss_empty_mib": mib(rss_empty),
+            "peak_rss_mib": mib(hwm),
+            "data_dir_mib": data_bytes as f64 / (1024.0 * 1024.0),
+        },
+        "targets": {
+            "creates_per_sec_min": 5000, "create_p99_ms_max": 20, "list_10k_p50_ms_max": 50, "rss_100k_mib_max": 300,
+        },
+        "meets": {
+            "creates_per_sec": main.creates_per_sec >= 5000.0,
+            "create_p99": create_p99.is_some_and(|p| p < 20.0),
+            "list_10k": list_p50.is_some_and(|p| p < 50.0),
+            "rss_100k": mib(rss).is_some_and(|r| r < 300.0),
+        },
+        "errors": errors,
+    }))
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // One client thread: the clients must leave the second core to wyvernd.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the tokio runtime")?;
+    let report = rt.block_on(run(args))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report["errors"].as_u64() != Some(0) {
+        bail!("{} requests failed", report["errors"]);
+    }
+    Ok(())
+}

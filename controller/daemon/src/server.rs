@@ -1,0 +1,123 @@
+//! wyvernd's wiring: store, northbound service, API server, signals.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use wyvern_api::{Auth as ApiAuth, NbConfig, NbService};
+use wyvern_model::MacPrefix;
+use wyvern_store::Store;
+use wyvern_store::{RedbOptions, RedbStore};
+
+use crate::config::{Auth, Config, LogFormat};
+
+/// The project no-auth callers act in (they are admins, so this only names what they create
+/// without an explicit `project_id`).
+pub const NOAUTH_PROJECT: &str = "admin";
+/// File name of the embedded store inside the data dir.
+pub const STORE_FILE: &str = "wyvern.redb";
+
+/// Why wyvernd could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to create data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to open the store: {0}")]
+    Store(#[source] wyvern_store::StoreError),
+    #[error("failed to load the token file: {0}")]
+    TokenFile(#[source] wyvern_api::AuthError),
+    #[error("failed to load the topology: {0}")]
+    Service(#[source] wyvern_api::ApiError),
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to serve the API: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("failed to install the {0} handler: {1}")]
+    Signal(&'static str, #[source] std::io::Error),
+}
+
+/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), logs on stderr.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static, ServeError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Signal("SIGTERM", e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Signal("SIGINT", e))?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "shutting down: no new connections, finishing requests"
+        );
+    })
+}
+
+/// Runs wyvernd until `shutdown` resolves. `on_ready` gets the bound address once the API
+/// accepts connections. Returns after in-flight requests finished and the store closed.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    let auth = match &cfg.auth {
+        Auth::NoAuth => ApiAuth::NoAuth {
+            default_project: NOAUTH_PROJECT.to_owned(),
+        },
+        Auth::TokenFile(path) => ApiAuth::load_token_file(path).map_err(ServeError::TokenFile)?,
+    };
+    let store = RedbStore::open(&cfg.data_dir.join(STORE_FILE), RedbOptions::default())
+        .map_err(ServeError::Store)?;
+    let mut nb = NbConfig::default();
+    let m = cfg.base_mac.0;
+    nb.model.mac_prefix = MacPrefix([m[0], m[1], m[2]]);
+    let svc = NbService::open(store.clone() as Arc<dyn Store>, nb)
+        .await
+        .map_err(ServeError::Service)?;
+    let listener = TcpListener::bind(cfg.api_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.api_listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.api_listen,
+        source,
+    })?;
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "serving the Neutron API");
+    on_ready(addr);
+    let result = wyvern_api::serve(listener, wyvern_api::router(svc, auth), shutdown).await;
+    // Every acknowledged write is already durable; dropping the last store handle stops the
+    // committer after it answered what was queued, and closes the file.
+    drop(store);
+    result.map_err(ServeError::Serve)?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
