@@ -264,6 +264,9 @@ impl Ofctrl {
             installed: None,
             failed: HashMap::new(),
             switch: None,
+            dirty_flows: HashSet::new(),
+            dirty_groups: HashSet::new(),
+            all_dirty: true,
             waiting: Vec::new(),
             next_bundle: 1,
         };
@@ -377,6 +380,12 @@ struct Worker {
     /// Desired flows the switch rejected, with the rejected value: not resent until changed.
     failed: HashMap<FlowKey, DesiredFlow>,
     switch: Option<Switch>,
+    /// Keys touched by incremental updates since the last sync. When the switch's state is
+    /// known, only these are diffed: an update costs O(its size), not O(all flows).
+    dirty_flows: HashSet<FlowKey>,
+    dirty_groups: HashSet<u32>,
+    /// Everything must be diffed (new desired set, or a new connection).
+    all_dirty: bool,
     /// Completions waiting for a connected switch.
     waiting: Vec<Waiter>,
     next_bundle: u32,
@@ -413,15 +422,19 @@ impl Worker {
             Command::Update(u, tx) => {
                 for k in u.remove_flows {
                     self.desired.remove(&k);
+                    self.dirty_flows.insert(k);
                 }
                 for f in u.add_flows {
                     let f = f.canonical();
+                    self.dirty_flows.insert(f.key.clone());
                     self.desired.insert(f.key.clone(), f);
                 }
                 for g in u.remove_groups {
                     self.desired_groups.remove(&g);
+                    self.dirty_groups.insert(g);
                 }
                 for g in u.add_groups {
+                    self.dirty_groups.insert(g.group_id);
                     self.desired_groups.insert(g.group_id, g.canonical());
                 }
                 waiters.push(tx);
@@ -438,12 +451,14 @@ impl Worker {
                     .into_iter()
                     .map(|g| (g.group_id, g.canonical()))
                     .collect();
+                self.all_dirty = true;
                 waiters.push(tx);
             }
             Command::Attach(s, tx) => {
                 *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
                 self.switch = Some(s);
                 self.installed = None;
+                self.all_dirty = true;
                 self.failed.clear();
                 waiters.push(tx);
             }
@@ -496,6 +511,52 @@ impl Worker {
             })
             .collect();
         Ok(Installed { flows, groups })
+    }
+
+    /// The difference between desired and installed for the dirty keys only.
+    fn diff_dirty(&self, installed: &Installed) -> Vec<Op> {
+        let mut group_adds = Vec::new();
+        let mut flow_ops = Vec::new();
+        let mut group_dels = Vec::new();
+        let mut gids: Vec<_> = self.dirty_groups.iter().collect();
+        gids.sort();
+        for id in gids {
+            match (self.desired_groups.get(id), installed.groups.get(id)) {
+                (Some(g), cur) if cur != Some(g) => group_adds.push(Op::Group(GroupMod {
+                    command: if cur.is_none() { GroupModCommand::Add } else { GroupModCommand::Modify },
+                    group_type: g.group_type,
+                    group_id: g.group_id,
+                    buckets: g.buckets.clone(),
+                })),
+                (None, Some(g)) => group_dels.push(Op::Group(GroupMod {
+                    command: GroupModCommand::Delete,
+                    group_type: g.group_type,
+                    group_id: *id,
+                    buckets: Vec::new(),
+                })),
+                _ => {}
+            }
+        }
+        for key in &self.dirty_flows {
+            match (self.desired.get(key), installed.flows.get(key)) {
+                (Some(want), _) if self.failed.get(key) == Some(want) => {}
+                (Some(want), None) => flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::Add))),
+                (Some(want), Some(cur)) if cur.same_as(want) => {}
+                (Some(want), Some(cur)) if cur.only_instructions_differ(want) => {
+                    flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::ModifyStrict)))
+                }
+                (Some(want), Some(_)) => flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::Add))),
+                (None, Some(cur)) => {
+                    let mut fm = cur.flow_mod(FlowModCommand::DeleteStrict);
+                    fm.instructions = Instructions::default();
+                    flow_ops.push(Op::Flow(fm));
+                }
+                (None, None) => {}
+            }
+        }
+        group_adds.extend(flow_ops);
+        group_adds.extend(group_dels);
+        group_adds
     }
 
     /// The difference between desired and installed, ordered so that groups exist before
@@ -567,9 +628,13 @@ impl Worker {
             self.counters.full_syncs.fetch_add(1, Ordering::Relaxed);
         }
         let mut ops = match &self.installed {
-            Some(inst) => self.diff(inst),
+            Some(inst) if report.full || self.all_dirty => self.diff(inst),
+            Some(inst) => self.diff_dirty(inst),
             None => Vec::new(),
         };
+        self.all_dirty = false;
+        self.dirty_flows.clear();
+        self.dirty_groups.clear();
         // Retry without rejected ops: a bundle is all or nothing.
         for _attempt in 0..3 {
             if ops.is_empty() {

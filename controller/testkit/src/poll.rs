@@ -24,6 +24,10 @@ pub fn wait_for<T>(
 }
 
 /// Like `wait_for` for a boolean condition.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     wait_for(what, timeout, || cond().then_some(()))
 }

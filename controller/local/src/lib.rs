@@ -1,0 +1,493 @@
+//! The local controller: mirrors the topology from the store, compiles it with this host's
+//! port bindings, and keeps the integration bridge's flows in sync.
+//!
+//! One task owns the loop. Its inputs are the store's watch (model changes), the OVSDB
+//! binding view (which logical port sits on which switch port) and the switches that connect
+//! to the OpenFlow listener. Each input becomes an incremental compile; the compile delta
+//! becomes one ofctrl update (a bundle plus barrier). Nothing is ever flushed: on (re)connect
+//! ofctrl reads the switch's flows and sends only the difference.
+//!
+//! Consistency: the mirror applies store events in revision order, so the compiled state
+//! always corresponds to one store revision ([`Status::compiled_revision`]); once ofctrl
+//! acknowledges the update built from it, [`Status::installed_revision`] catches up. A watch
+//! that falls behind the store's history (compaction) triggers a full resync: a fresh range,
+//! a new mirror and a full compile, which ofctrl again turns into a minimal difference.
+
+pub mod mirror;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+use wyvern_model::{ModelConfig, Topology};
+use wyvern_openflow::conn::{ConnError, ListenAddr, Listener, SwitchConfig, SwitchEvent};
+use wyvern_openflow::ofctrl::{Completion, Ofctrl};
+use wyvern_ovsdb::{BindingEvent, BindingWatch, BridgeConfig, Client, DatapathType, Remote};
+use wyvern_pipeline::{Bindings, CompileConfig, CompileError, Compiler, Delta};
+use wyvern_store::{Revision, Store, StoreError};
+
+use crate::mirror::{change_from_events, decode, MODEL_PREFIX};
+
+/// Settings of the local controller.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The integration bridge wyvern owns (`br-int`).
+    pub bridge: String,
+    pub datapath_type: DatapathType,
+    /// Where ovsdb-server listens; `None` runs without a switch (compile only).
+    pub ovsdb: Option<Remote>,
+    /// Where bridges connect to us.
+    pub openflow_listen: ListenAddr,
+    pub compile: CompileConfig,
+}
+
+/// Failures that stop the local controller from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("failed to listen for OpenFlow on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: ConnError,
+    },
+    #[error("failed to read the topology from the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("failed to compile the pipeline: {0}")]
+    Compile(#[from] CompileError),
+    #[error("failed to map the pipeline to OpenFlow: {0}")]
+    Map(#[from] wyvern_ofpipe::OfMapError),
+}
+
+/// A logical port's status as the switch sees it, for the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortStatus {
+    pub port: Uuid,
+    pub active: bool,
+}
+
+/// What the controller has compiled, shared with the apps, `wyvern trace` and metrics.
+#[derive(Debug)]
+pub struct State {
+    pub topo: Topology,
+    pub bindings: Bindings,
+    pub compiler: Compiler,
+}
+
+/// Progress counters, readable without locks.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// Store revision the compiled pipeline reflects.
+    pub compiled_revision: AtomicU64,
+    /// Store revision whose flows the switch has acknowledged (barrier).
+    pub installed_revision: AtomicU64,
+    pub full_compiles: AtomicU64,
+    pub incremental_compiles: AtomicU64,
+    pub owners_recompiled: AtomicU64,
+    pub flows_added: AtomicU64,
+    pub flows_removed: AtomicU64,
+    pub mirror_errors: AtomicU64,
+    pub sync_errors: AtomicU64,
+    pub packet_ins: AtomicU64,
+}
+
+/// Handle to a running local controller.
+#[derive(Clone)]
+pub struct LocalController {
+    state: Arc<RwLock<State>>,
+    status: Arc<Status>,
+    ofctrl: Ofctrl,
+    listen: Option<ListenAddr>,
+}
+
+impl LocalController {
+    /// Binds the OpenFlow listener, points the bridge at it (creating the bridge if
+    /// needed), loads and compiles the topology, and starts the loop. `status_tx` receives
+    /// port status changes for the API; `packet_in_tx`, if given, every packet-in.
+    pub async fn start(
+        cfg: LocalConfig,
+        store: Arc<dyn Store>,
+        status_tx: mpsc::UnboundedSender<PortStatus>,
+        packet_in_tx: Option<mpsc::UnboundedSender<SwitchEvent>>,
+    ) -> Result<LocalController, LocalError> {
+        let ofctrl = Ofctrl::spawn();
+        let listener = Listener::bind(&cfg.openflow_listen)
+            .await
+            .map_err(|source| LocalError::Listen {
+                addr: cfg.openflow_listen.to_string(),
+                source,
+            })?;
+        let listen = listener.local_addr();
+        let events = ofctrl.serve(listener, SwitchConfig::default());
+
+        let state = Arc::new(RwLock::new(State {
+            topo: Topology::new(ModelConfig::default()),
+            bindings: Bindings::new(),
+            compiler: Compiler::new(cfg.compile),
+        }));
+        let status = Arc::new(Status::default());
+        let this = LocalController {
+            state,
+            status,
+            ofctrl,
+            listen: listen.clone(),
+        };
+
+        let revision = this.resync(store.as_ref()).await?;
+        let bindings = match &cfg.ovsdb {
+            Some(remote) => {
+                let target = listen.as_ref().map(controller_target);
+                tokio::spawn(ensure_bridge_forever(
+                    remote.clone(),
+                    cfg.bridge.clone(),
+                    cfg.datapath_type,
+                    target,
+                ));
+                Some(BindingWatch::spawn(remote.clone()))
+            }
+            None => None,
+        };
+        let worker = this.clone();
+        tokio::spawn(async move {
+            worker
+                .run(store, revision, bindings, events, status_tx, packet_in_tx)
+                .await;
+        });
+        Ok(this)
+    }
+
+    /// Where bridges connect (with the real port when the configured one was 0).
+    pub fn openflow_addr(&self) -> Option<&ListenAddr> {
+        self.listen.as_ref()
+    }
+
+    pub fn state(&self) -> &Arc<RwLock<State>> {
+        &self.state
+    }
+
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    pub fn ofctrl(&self) -> &Ofctrl {
+        &self.ofctrl
+    }
+
+    /// Reads the whole topology and recompiles everything; returns the revision read.
+    async fn resync(&self, store: &dyn Store) -> Result<Revision, LocalError> {
+        let (kvs, revision) = store.range(MODEL_PREFIX).await?;
+        let mut topo = Topology::new(ModelConfig::default());
+        for kv in &kvs {
+            match decode(kv) {
+                Ok(Some(_)) => {
+                    if let Err(e) = topo.apply_put(&kv.key, &kv.value) {
+                        self.status.mirror_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(key = %kv.key, error = %e, "failed to mirror object");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.status.mirror_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "failed to mirror object");
+                }
+            }
+        }
+        let (flows, groups) = {
+            let mut st = self.write();
+            st.topo = topo;
+            let State {
+                topo,
+                bindings,
+                compiler,
+            } = &mut *st;
+            compiler.full(topo, bindings)?;
+            wyvern_ofpipe::map_all(compiler.flows(), compiler.groups())?
+        };
+        self.status.full_compiles.fetch_add(1, Ordering::Relaxed);
+        self.status
+            .compiled_revision
+            .store(revision.0, Ordering::Relaxed);
+        tracing::info!(objects = kvs.len(), flows = flows.len(), %revision, "compiled full pipeline");
+        self.track(self.ofctrl.set_desired(flows, groups), revision.0);
+        Ok(revision)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        // A panic while holding the lock would be a bug elsewhere; the state is still usable.
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a compile delta to the switch.
+    fn push(&self, delta: &Delta, revision: u64) {
+        self.status
+            .incremental_compiles
+            .fetch_add(1, Ordering::Relaxed);
+        self.status
+            .owners_recompiled
+            .fetch_add(delta.owners_recompiled as u64, Ordering::Relaxed);
+        self.status
+            .compiled_revision
+            .fetch_max(revision, Ordering::Relaxed);
+        if delta.is_empty() {
+            self.status
+                .installed_revision
+                .fetch_max(revision, Ordering::Relaxed);
+            return;
+        }
+        self.status
+            .flows_added
+            .fetch_add(delta.added.len() as u64, Ordering::Relaxed);
+        self.status
+            .flows_removed
+            .fetch_add(delta.removed.len() as u64, Ordering::Relaxed);
+        match wyvern_ofpipe::map_delta(delta) {
+            Ok(update) => self.track(self.ofctrl.update(update), revision),
+            Err(e) => {
+                self.status.sync_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "failed to map compiled flows");
+            }
+        }
+    }
+
+    /// Records the installed revision once the switch acknowledges, and reports rejects
+    /// with the flow that caused them.
+    fn track(&self, completion: Completion, revision: u64) {
+        let status = self.status.clone();
+        tokio::spawn(async move {
+            match completion.wait().await {
+                Ok(report) => {
+                    for e in &report.errors {
+                        status.sync_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "switch rejected a flow");
+                    }
+                    status
+                        .installed_revision
+                        .fetch_max(revision, Ordering::Relaxed);
+                }
+                // Not connected yet, or disconnected: the next attach syncs everything.
+                Err(e) => tracing::debug!(error = %e, "update not installed now"),
+            }
+        });
+    }
+
+    async fn run(
+        self,
+        store: Arc<dyn Store>,
+        mut revision: Revision,
+        mut bindings: Option<BindingWatch>,
+        mut events: mpsc::UnboundedReceiver<SwitchEvent>,
+        status_tx: mpsc::UnboundedSender<PortStatus>,
+        packet_in_tx: Option<mpsc::UnboundedSender<SwitchEvent>>,
+    ) {
+        loop {
+            let mut watch = match store.watch(MODEL_PREFIX, Revision(revision.0 + 1)).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to watch the store; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            loop {
+                tokio::select! {
+                    ev = watch.next() => match ev {
+                        Some(Ok(first)) => {
+                            // Take everything already delivered: one compile per burst.
+                            let mut batch = vec![first];
+                            let mut ended = None;
+                            loop {
+                                match watch.now_or_never_ready() {
+                                    Some(Some(Ok(ev))) => batch.push(ev),
+                                    Some(Some(Err(e))) => {
+                                        ended = Some(e);
+                                        break;
+                                    }
+                                    Some(None) | None => break,
+                                }
+                            }
+                            revision = batch.last().map(|e| e.revision()).unwrap_or(revision);
+                            self.apply_events(&batch, revision.0, &status_tx);
+                            if let Some(e) = ended {
+                                tracing::warn!(error = %e, "store watch ended; resyncing");
+                                match self.resync(store.as_ref()).await {
+                                    Ok(r) => revision = r,
+                                    Err(e) => tracing::error!(error = %e, "failed to resync"),
+                                }
+                                break;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "store watch ended; resyncing");
+                            match self.resync(store.as_ref()).await {
+                                Ok(r) => revision = r,
+                                Err(e) => tracing::error!(error = %e, "failed to resync"),
+                            }
+                            break;
+                        }
+                        None => return,
+                    },
+                    ev = next_binding(&mut bindings) => match ev {
+                        Some(ev) => self.apply_binding(ev, revision.0, &status_tx),
+                        None => bindings = None,
+                    },
+                    ev = events.recv() => match ev {
+                        Some(ev) => {
+                            if let SwitchEvent::PacketIn { .. } = ev {
+                                self.status.packet_ins.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if let SwitchEvent::Error { xid, error } = &ev {
+                                tracing::warn!(xid, %error, "unsolicited OpenFlow error");
+                            }
+                            if let Some(tx) = &packet_in_tx {
+                                let _ = tx.send(ev);
+                            }
+                        }
+                        None => return,
+                    },
+                }
+            }
+        }
+    }
+
+    fn apply_events(
+        &self,
+        batch: &[wyvern_store::Event],
+        revision: u64,
+        status_tx: &mpsc::UnboundedSender<PortStatus>,
+    ) {
+        let mut errors = Vec::new();
+        let delta = {
+            let mut st = self.write();
+            let change = change_from_events(&st.topo, batch, &mut errors);
+            st.topo.apply(&change);
+            let State {
+                topo,
+                bindings,
+                compiler,
+            } = &mut *st;
+            // A port created after its interface was plugged gets its status now.
+            for op in &change.ops {
+                if let (None, Some(wyvern_model::Object::Port(p))) = (&op.old, &op.new) {
+                    if bindings.ofport(&p.id).is_some() {
+                        let _ = status_tx.send(PortStatus {
+                            port: p.id,
+                            active: true,
+                        });
+                    }
+                }
+            }
+            compiler.update(topo, bindings, &change)
+        };
+        for e in errors {
+            self.status.mirror_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "failed to mirror store event");
+        }
+        match delta {
+            Ok(delta) => self.push(&delta, revision),
+            Err(e) => {
+                self.status.sync_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "failed to compile a change");
+            }
+        }
+    }
+
+    fn apply_binding(
+        &self,
+        ev: BindingEvent,
+        revision: u64,
+        status_tx: &mpsc::UnboundedSender<PortStatus>,
+    ) {
+        let (lport, ofport, active) = match &ev {
+            BindingEvent::Bound { lport, binding } => {
+                (lport, Some(binding.ofport), binding.link_up)
+            }
+            BindingEvent::Changed { lport, new, .. } => (lport, Some(new.ofport), new.link_up),
+            BindingEvent::Unbound { lport, .. } => (lport, None, false),
+            BindingEvent::Synced | BindingEvent::Disconnected => return,
+        };
+        // Interfaces whose iface-id is not a UUID are not logical ports of ours.
+        let Ok(port) = lport.parse::<Uuid>() else {
+            return;
+        };
+        let delta = {
+            let mut st = self.write();
+            let State {
+                topo,
+                bindings,
+                compiler,
+            } = &mut *st;
+            let changed = match ofport {
+                Some(o) => bindings.bind(port, o) != Some(o),
+                None => bindings.unbind(&port).is_some(),
+            };
+            let known = topo.get_port(&port).is_some();
+            if known {
+                let _ = status_tx.send(PortStatus {
+                    port,
+                    active: ofport.is_some() && active,
+                });
+            }
+            if !changed {
+                return;
+            }
+            compiler.binding_changed(topo, bindings, port)
+        };
+        match delta {
+            Ok(delta) => self.push(&delta, revision),
+            Err(e) => tracing::error!(error = %e, "failed to compile a binding change"),
+        }
+    }
+}
+
+async fn next_binding(b: &mut Option<BindingWatch>) -> Option<BindingEvent> {
+    match b {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What OVS should connect to, given where we listen.
+pub fn controller_target(addr: &ListenAddr) -> String {
+    addr.to_string()
+}
+
+/// Creates or repairs the bridge until it succeeds (ovsdb-server may start after us).
+async fn ensure_bridge_forever(
+    remote: Remote,
+    bridge: String,
+    dp: DatapathType,
+    target: Option<String>,
+) {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let result = async {
+            let (client, _notes) = Client::connect(&remote).await.map_err(|e| e.to_string())?;
+            let cfg = BridgeConfig::new(dp, target.as_deref());
+            wyvern_ovsdb::ensure_bridge(&client, &bridge, &cfg)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                tracing::info!(bridge, ?outcome, "bridge ready");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(bridge, error = %e, "failed to set up bridge; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// `now_or_never` on a stream item, without pulling in more of `futures`.
+trait NowOrNever: futures::Stream + Unpin {
+    fn now_or_never_ready(&mut self) -> Option<Option<Self::Item>> {
+        futures::FutureExt::now_or_never(self.next())
+    }
+}
+impl<S: futures::Stream + Unpin> NowOrNever for S {}
