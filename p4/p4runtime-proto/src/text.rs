@@ -158,7 +158,7 @@ fn tokenize(text: &str) -> Result<Vec<Token>, TextFormatError> {
                     i += 1;
                 }
             }
-            b'{' | b'}' | b'<' | b'>' | b':' | b'[' | b']' | b',' | b';' | b'-' => {
+            b'{' | b'}' | b'<' | b'>' | b':' | b'[' | b']' | b',' | b';' | b'-' | b'/' => {
                 out.push(Token {
                     tok: Tok::Punct(c as char),
                     line,

@@ -525,12 +525,11 @@ fn rust_decodes_a_python_p4info() {
     assert_eq!(info.actions[0].params[0].name, "outport");
     assert_eq!(info.direct_counters[0].direct_table_id, 0x0200_0001);
     assert_eq!(info.controller_packet_metadata[0].metadata[0].bitwidth, 16);
-    let color = &info
+    let errors = info
         .type_info
-        .as_ref()
-        .expect("type_info")
-        .serializable_enums["Color"];
-    assert_eq!(color.members[0].value, [1]);
+        .and_then(|t| t.error)
+        .expect("type_info.error");
+    assert_eq!(errors.members, ["NoError", "PacketTooShort"]);
 }
 
 #[test]

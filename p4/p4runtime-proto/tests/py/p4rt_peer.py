@@ -138,10 +138,7 @@ def samples():
     md.id = 1
     md.name = "ingress_port"
     md.bitwidth = 16
-    info.type_info.serializable_enums["Color"].underlying_type.bitwidth = 8
-    mem = info.type_info.serializable_enums["Color"].members.add()
-    mem.name = "RED"
-    mem.value = b"\x01"
+    info.type_info.error.members.extend(["NoError", "PacketTooShort"])
     out["P4Info"] = info.SerializeToString().hex()
 
     print(json.dumps(out))
