@@ -52,6 +52,33 @@ fn parse_status_kib(text: &str, field: &str) -> Option<u64> {
     })
 }
 
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
+pub fn proc_cpu_time(pid: u32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_cpu(&text)
+}
+
+/// Fields 14 and 15 (utime, stime) in clock ticks; the command name may contain spaces, so
+/// counting starts after its closing parenthesis. Linux's USER_HZ is 100 on every platform
+/// Rust supports here.
+fn parse_stat_cpu(text: &str) -> Option<Duration> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": field 3 is at index 0, so utime (14) is index 11 and stime (15) index 12.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The 1-minute load average: benchmarks on a shared machine report it beside their numbers.
+pub fn loadavg_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +106,13 @@ mod tests {
         assert_eq!(parse_status_kib(text, "VmHWM"), Some(20480));
         assert_eq!(parse_status_kib(text, "VmSwap"), None);
         assert!(proc_status_kib(std::process::id(), "VmRSS").is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn reads_cpu_time_from_stat() {
+        let stat = "1234 (wyvern d) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1";
+        assert_eq!(parse_stat_cpu(stat), Some(Duration::from_secs(3)));
+        assert!(proc_cpu_time(std::process::id()).is_some());
+        assert!(loadavg_1m().is_some_and(|l| l >= 0.0));
     }
 }

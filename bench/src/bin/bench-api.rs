@@ -19,7 +19,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::{json, Value};
-use wyvern_bench::{proc_status_kib, Latency};
+use wyvern_bench::{loadavg_1m, proc_cpu_time, proc_status_kib, Latency};
 use wyvern_testkit::wyvernd::WyverndOptions;
 
 #[derive(Debug, Parser)]
@@ -209,6 +209,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
     eprintln!("listing {} ports {} times", args.list_size, args.list_runs);
     let mut list_lat = Vec::new();
     let mut list_bytes = 0;
+    let list_cpu0 = proc_cpu_time(pid);
     for _ in 0..args.list_runs {
         let t0 = Instant::now();
         let resp = http
@@ -232,6 +233,10 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         }
         list_bytes = body.len();
     }
+    let list_cpu_ms = match (list_cpu0, proc_cpu_time(pid)) {
+        (Some(a), Some(b)) => Some((b - a).as_secs_f64() * 1e3 / args.list_runs.max(1) as f64),
+        _ => None,
+    };
     let list = Latency::of(&mut list_lat);
 
     let rest = args.total_ports - args.list_size;
@@ -239,7 +244,18 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         "creating {rest} more ports (measured) with {} clients",
         args.clients
     );
+    let load_before = loadavg_1m();
+    let cpu0 = proc_cpu_time(pid);
     let main = create_ports(&http, &base, &networks, rest, args.clients).await;
+    let cpu1 = proc_cpu_time(pid);
+    let load_after = loadavg_1m();
+    // CPU per acknowledged create does not depend on what else runs on the machine.
+    let cpu_us_per_create = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if main.ports > 0 => {
+            Some((b - a).as_secs_f64() * 1e6 / main.ports as f64)
+        }
+        _ => None,
+    };
     eprintln!("  {:.0} creates/s", main.creates_per_sec);
     let rss = proc_status_kib(pid, "VmRSS");
     let hwm = proc_status_kib(pid, "VmHWM");
@@ -256,8 +272,10 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         "clients": args.clients,
         "durable": true,
         "create": main,
+        "create_wyvernd_cpu_us_per_port": cpu_us_per_create,
+        "loadavg_1m": {"before": load_before, "after": load_after},
         "create_warmup": warm,
-        "list": {"ports": args.list_size, "bytes": list_bytes, "latency": list},
+        "list": {"ports": args.list_size, "bytes": list_bytes, "latency": list, "wyvernd_cpu_ms_per_list": list_cpu_ms},
         "memory": {
             "ports_stored": stored,
             "rss_mib": mib(rss),
