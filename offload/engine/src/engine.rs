@@ -1,0 +1,726 @@
+//! The engine: one [`Table`] per pipeline stage, entries with direct counters, flood groups,
+//! and [`Engine::process`], which runs one raw frame through the stages and rewrites it in
+//! place. Semantics are those of `wyvern_pipeline::Interpreter` (the equivalence tests hold
+//! it to that), including each stage's declared miss behaviour.
+
+use std::collections::HashMap;
+
+use wyvern_pipeline::ir::Flow;
+use wyvern_pipeline::{
+    Action, Delta, FieldKind, FloodGroup, Miss, NetKey, PortKey, PuntReason, Stage, STAGES,
+};
+
+use crate::key::{from_ir_match, full_mask, mac_u64, slot, FieldMatch, PacketKey};
+use crate::table::{EntryStore, Table, TableShape};
+use crate::wire::{ArpPacket, EthernetFrame, Headers, Ipv4Packet};
+
+const NUM_STAGES: usize = STAGES.len();
+
+/// One table entry: a priority, a key (fields with value and mask) and the IR actions it
+/// runs. A P4Runtime front end maps a P4 action and its parameters to the IR action list
+/// (e.g. `route(rmac, dmac, net, port)` = `[DecTtl, SetEthSrc, SetEthDst, SetNetwork,
+/// SetOutPort, Goto(Egress)]`); an empty list drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub priority: u32,
+    /// Sorted by field once installed (the canonical form read back).
+    pub key: Vec<FieldMatch>,
+    pub actions: Vec<Action>,
+}
+
+impl Entry {
+    pub fn new(priority: u32, key: Vec<FieldMatch>, actions: Vec<Action>) -> Self {
+        Entry {
+            priority,
+            key,
+            actions,
+        }
+    }
+
+    /// The entry for an IR flow.
+    pub fn from_flow(flow: &Flow) -> Self {
+        Entry {
+            priority: flow.priority.into(),
+            key: flow.matches.iter().map(from_ir_match).collect(),
+            actions: flow.actions.clone(),
+        }
+    }
+}
+
+/// Packets and bytes (the bytes of the frame as it entered the table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Counters {
+    #[inline]
+    fn add(&mut self, bytes: u64) {
+        self.packets += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// A handle on an installed entry; stale once the entry is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryId {
+    index: u32,
+    generation: u32,
+}
+
+/// An installed entry as read back.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    pub id: EntryId,
+    pub stage: Stage,
+    pub entry: &'a Entry,
+    pub counters: Counters,
+}
+
+/// Why a write was refused. Variants map onto P4Runtime's per-update codes:
+/// `AlreadyExists` -> ALREADY_EXISTS, `NotFound`/`StaleId` -> NOT_FOUND, the rest ->
+/// INVALID_ARGUMENT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("failed to install in {stage}: the stage does not match on {field:?}")]
+    FieldNotInStage { stage: Stage, field: FieldKind },
+    #[error("failed to install in {stage}: field {field:?} appears twice in the key")]
+    DuplicateField { stage: Stage, field: FieldKind },
+    #[error("failed to install in {stage}: {field:?} value {value:#x}/{mask:#x} is wider than the field")]
+    ValueTooWide {
+        stage: Stage,
+        field: FieldKind,
+        value: u64,
+        mask: u64,
+    },
+    #[error("failed to install in {stage}: it may not continue at {target}")]
+    GotoNotAllowed { stage: Stage, target: Stage },
+    #[error("failed to install in {stage}: terminal action {action:?} is not the last one")]
+    TerminalNotLast { stage: Stage, action: Action },
+    #[error("failed to install in {stage}: an entry with priority {priority} and this key exists")]
+    AlreadyExists { stage: Stage, priority: u32 },
+    #[error("failed to find an entry in {stage} with priority {priority} and this key")]
+    NotFound { stage: Stage, priority: u32 },
+    #[error("failed to find entry {id:?}: it was removed")]
+    StaleId { id: EntryId },
+    #[error("failed to install flow [{flow}]: {source}")]
+    Flow {
+        flow: String,
+        #[source]
+        source: Box<EngineError>,
+    },
+}
+
+/// Where a frame goes after [`Engine::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Out {
+    /// Out of one switch port.
+    Port(u32),
+    /// Out of every port of the network's flood group except `except` (the in-port):
+    /// see [`Engine::flood_group`].
+    Flood { network: NetKey, except: u32 },
+}
+
+/// Why a frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropCause {
+    /// No entry matched and the stage's miss is a drop.
+    Miss,
+    /// An entry without a terminal action (an explicit drop).
+    Flow,
+    /// `DecTtl` on a TTL of 1 or less, or on a packet without IPv4.
+    TtlExpired,
+    /// Output to the port the frame came in on (a switch never hairpins unasked).
+    Hairpin,
+    /// Too short for an Ethernet header.
+    Malformed,
+}
+
+/// The fate of one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) frame.
+    Output(Out),
+    /// To the controller, with the reason and the logical in-port (P4 `packet_in`).
+    Punt {
+        reason: PuntReason,
+        inport: Option<PortKey>,
+    },
+    /// Dropped at `stage`.
+    Drop { stage: Stage, cause: DropCause },
+}
+
+/// Per-frame metadata from the port the frame arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// The switch port (OpenFlow port number / P4 ingress port).
+    pub in_port: u32,
+    /// The tunnel key when the frame came in decapsulated from a tunnel.
+    pub tun_id: Option<u32>,
+}
+
+struct Stored {
+    stage: Stage,
+    entry: Entry,
+    seq: u64,
+    counters: Counters,
+}
+
+struct Slot {
+    generation: u32,
+    data: Option<Stored>,
+}
+
+/// Entries live in one slab; tables and buckets refer to them by index.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+impl EntryStore for Slab {
+    #[inline]
+    fn key(&self, idx: u32) -> &[FieldMatch] {
+        match &self.slots[idx as usize].data {
+            Some(s) => &s.entry.key,
+            None => &[],
+        }
+    }
+    #[inline]
+    fn rank(&self, idx: u32) -> (u32, u64) {
+        match &self.slots[idx as usize].data {
+            Some(s) => (s.entry.priority, s.seq),
+            None => (0, u64::MAX),
+        }
+    }
+}
+
+impl Slab {
+    fn get(&self, id: EntryId) -> Option<&Stored> {
+        let s = self.slots.get(id.index as usize)?;
+        if s.generation != id.generation {
+            return None;
+        }
+        s.data.as_ref()
+    }
+    fn id(&self, idx: u32) -> EntryId {
+        EntryId {
+            index: idx,
+            generation: self.slots[idx as usize].generation,
+        }
+    }
+}
+
+/// Software match-action tables for the pipeline. `process` takes `&mut self` (counters);
+/// a front end that writes entries from another thread shares the engine behind a mutex
+/// and the datapath takes the lock once per burst.
+#[derive(Default)]
+pub struct Engine {
+    tables: [Table; NUM_STAGES],
+    slab: Slab,
+    /// (stage, priority, canonical key) -> slab index: the identity P4Runtime deletes by.
+    by_key: HashMap<(Stage, u32, Vec<FieldMatch>), u32>,
+    misses: [Counters; NUM_STAGES],
+    groups: HashMap<NetKey, Vec<u32>>,
+    next_seq: u64,
+    shadowed: usize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Engine");
+        for s in Stage::ALL {
+            d.field(s.name(), &self.tables[s.index()].shape());
+        }
+        d.finish()
+    }
+}
+
+impl Engine {
+    /// An engine with empty tables: every stage does its declared miss.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds every table from compiled IR flows and the flood groups. Flows are installed
+    /// in the interpreter's order (priority, then flow order), so equal-priority overlaps
+    /// resolve as the interpreter resolves them; a flow whose stage, priority and key
+    /// repeat an earlier one is shadowed by it (counted in [`Engine::shadowed`]).
+    pub fn from_ir<'a>(
+        flows: impl IntoIterator<Item = &'a Flow>,
+        groups: impl IntoIterator<Item = &'a FloodGroup>,
+    ) -> Result<Engine, EngineError> {
+        let mut sorted: Vec<&Flow> = flows.into_iter().collect();
+        sorted.sort_by(|a, b| {
+            a.stage
+                .cmp(&b.stage)
+                .then(b.priority.cmp(&a.priority))
+                .then_with(|| a.cmp(b))
+        });
+        let mut e = Engine::new();
+        for f in sorted {
+            match e.insert_flow(f) {
+                Ok(_) => {}
+                Err(EngineError::Flow { source, .. })
+                    if matches!(*source, EngineError::AlreadyExists { .. }) =>
+                {
+                    e.shadowed += 1
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        for g in groups {
+            e.set_flood_group(g.network, g.ports.clone());
+        }
+        Ok(e)
+    }
+
+    /// Flows from [`Engine::from_ir`] that repeated an installed key and were skipped.
+    pub fn shadowed(&self) -> usize {
+        self.shadowed
+    }
+
+    /// Installs one IR flow.
+    pub fn insert_flow(&mut self, flow: &Flow) -> Result<EntryId, EngineError> {
+        self.insert(flow.stage, Entry::from_flow(flow))
+            .map_err(|e| EngineError::Flow {
+                flow: flow.to_string(),
+                source: Box::new(e),
+            })
+    }
+
+    /// Removes the entry an IR flow installed (by stage, priority and key).
+    pub fn remove_flow(&mut self, flow: &Flow) -> Result<Entry, EngineError> {
+        let key: Vec<FieldMatch> = flow.matches.iter().map(from_ir_match).collect();
+        self.remove(flow.stage, flow.priority.into(), &key)
+    }
+
+    /// Applies a compiler delta: removals first, then additions, then groups.
+    pub fn apply_delta(&mut self, delta: &Delta) -> Result<(), EngineError> {
+        for f in &delta.removed {
+            self.remove_flow(f).map_err(|e| EngineError::Flow {
+                flow: f.to_string(),
+                source: Box::new(e),
+            })?;
+        }
+        for f in &delta.added {
+            self.insert_flow(f)?;
+        }
+        for g in &delta.groups_set {
+            self.set_flood_group(g.network, g.ports.clone());
+        }
+        for n in &delta.groups_removed {
+            self.remove_flood_group(*n);
+        }
+        Ok(())
+    }
+
+    /// Checks and canonicalises an entry for `stage`: key sorted by field, values masked,
+    /// fields declared by the stage, gotos only forward to declared next stages.
+    fn validate(stage: Stage, entry: &mut Entry) -> Result<(), EngineError> {
+        let decl = stage.decl();
+        entry.key.sort_by_key(|fm| slot(fm.field));
+        for fm in entry.key.iter_mut() {
+            if !decl.matches.contains(&fm.field) {
+                return Err(EngineError::FieldNotInStage {
+                    stage,
+                    field: fm.field,
+                });
+            }
+            let full = full_mask(fm.field);
+            if fm.mask & !full != 0 || fm.value & !full != 0 {
+                return Err(EngineError::ValueTooWide {
+                    stage,
+                    field: fm.field,
+                    value: fm.value,
+                    mask: fm.mask,
+                });
+            }
+            fm.value &= fm.mask;
+        }
+        if let Some(w) = entry.key.windows(2).find(|w| w[0].field == w[1].field) {
+            return Err(EngineError::DuplicateField {
+                stage,
+                field: w[0].field,
+            });
+        }
+        let last = entry.actions.len().saturating_sub(1);
+        for (i, a) in entry.actions.iter().enumerate() {
+            if a.is_terminal() && i != last {
+                return Err(EngineError::TerminalNotLast { stage, action: *a });
+            }
+            if let Action::Goto(target) = a {
+                if !decl.next.contains(target) {
+                    return Err(EngineError::GotoNotAllowed {
+                        stage,
+                        target: *target,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs an entry in `stage`'s table. Refused if an entry with the same priority
+    /// and key exists (P4Runtime INSERT semantics; use [`Engine::modify`] to change its
+    /// actions).
+    pub fn insert(&mut self, stage: Stage, mut entry: Entry) -> Result<EntryId, EngineError> {
+        Self::validate(stage, &mut entry)?;
+        let map_key = (stage, entry.priority, entry.key.clone());
+        if self.by_key.contains_key(&map_key) {
+            return Err(EngineError::AlreadyExists {
+                stage,
+                priority: entry.priority,
+            });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let stored = Stored {
+            stage,
+            entry,
+            seq,
+            counters: Counters::default(),
+        };
+        let idx = match self.slab.free.pop() {
+            Some(i) => {
+                let s = &mut self.slab.slots[i as usize];
+                s.data = Some(stored);
+                i
+            }
+            None => {
+                self.slab.slots.push(Slot {
+                    generation: 0,
+                    data: Some(stored),
+                });
+                (self.slab.slots.len() - 1) as u32
+            }
+        };
+        self.tables[stage.index()].insert(idx, &self.slab);
+        self.by_key.insert(map_key, idx);
+        Ok(self.slab.id(idx))
+    }
+
+    /// The entry of `stage` with exactly this priority and key (any order, values masked).
+    pub fn find(&self, stage: Stage, priority: u32, key: &[FieldMatch]) -> Option<EntryId> {
+        let mut probe = Entry::new(priority, key.to_vec(), Vec::new());
+        Self::validate(stage, &mut probe).ok()?;
+        self.by_key
+            .get(&(stage, priority, probe.key))
+            .map(|i| self.slab.id(*i))
+    }
+
+    /// Removes the entry of `stage` with this priority and key; returns it.
+    pub fn remove(
+        &mut self,
+        stage: Stage,
+        priority: u32,
+        key: &[FieldMatch],
+    ) -> Result<Entry, EngineError> {
+        let id = self
+            .find(stage, priority, key)
+            .ok_or(EngineError::NotFound { stage, priority })?;
+        self.remove_id(id)
+    }
+
+    /// Removes an entry by handle; returns it.
+    pub fn remove_id(&mut self, id: EntryId) -> Result<Entry, EngineError> {
+        let stage = self.slab.get(id).ok_or(EngineError::StaleId { id })?.stage;
+        self.tables[stage.index()].remove(id.index, &self.slab);
+        let slot = &mut self.slab.slots[id.index as usize];
+        let stored = slot.data.take().ok_or(EngineError::StaleId { id })?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.slab.free.push(id.index);
+        self.by_key
+            .remove(&(stage, stored.entry.priority, stored.entry.key.clone()));
+        Ok(stored.entry)
+    }
+
+    /// Replaces the actions of the entry with this priority and key (P4Runtime MODIFY);
+    /// its counters are kept.
+    pub fn modify(
+        &mut self,
+        stage: Stage,
+        priority: u32,
+        key: &[FieldMatch],
+        actions: Vec<Action>,
+    ) -> Result<EntryId, EngineError> {
+        let id = self
+            .find(stage, priority, key)
+            .ok_or(EngineError::NotFound { stage, priority })?;
+        let mut check = Entry::new(priority, Vec::new(), actions);
+        Self::validate(stage, &mut check)?;
+        if let Some(s) = self.slab.slots[id.index as usize].data.as_mut() {
+            s.entry.actions = check.actions;
+        }
+        Ok(id)
+    }
+
+    /// Reads one entry back with its counters.
+    pub fn entry(&self, id: EntryId) -> Option<EntryRef<'_>> {
+        self.slab.get(id).map(|s| EntryRef {
+            id,
+            stage: s.stage,
+            entry: &s.entry,
+            counters: s.counters,
+        })
+    }
+
+    /// Every entry of `stage`, in no particular order.
+    pub fn entries(&self, stage: Stage) -> impl Iterator<Item = EntryRef<'_>> + '_ {
+        self.slab
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, s)| {
+                let d = s.data.as_ref()?;
+                (d.stage == stage).then_some(EntryRef {
+                    id: EntryId {
+                        index: i as u32,
+                        generation: s.generation,
+                    },
+                    stage: d.stage,
+                    entry: &d.entry,
+                    counters: d.counters,
+                })
+            })
+    }
+
+    /// Number of entries in `stage`'s table.
+    pub fn len(&self, stage: Stage) -> usize {
+        self.tables[stage.index()].len()
+    }
+
+    /// Whether every table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tables.iter().all(|t| t.len() == 0)
+    }
+
+    /// How `stage`'s table is organised.
+    pub fn shape(&self, stage: Stage) -> TableShape {
+        self.tables[stage.index()].shape()
+    }
+
+    /// The direct counters of an entry.
+    pub fn counters(&self, id: EntryId) -> Option<Counters> {
+        self.slab.get(id).map(|s| s.counters)
+    }
+
+    /// Sets an entry's counters (P4Runtime lets a controller write direct counters).
+    pub fn set_counters(&mut self, id: EntryId, c: Counters) -> Result<(), EngineError> {
+        let s = self.slab.slots.get_mut(id.index as usize);
+        match s {
+            Some(s) if s.generation == id.generation && s.data.is_some() => {
+                if let Some(d) = s.data.as_mut() {
+                    d.counters = c;
+                }
+                Ok(())
+            }
+            _ => Err(EngineError::StaleId { id }),
+        }
+    }
+
+    /// Packets that matched nothing in `stage`.
+    pub fn miss_counters(&self, stage: Stage) -> Counters {
+        self.misses[stage.index()]
+    }
+
+    /// Sets (or replaces) a network's flood group: the switch ports broadcast goes to.
+    pub fn set_flood_group(&mut self, network: NetKey, mut ports: Vec<u32>) {
+        ports.sort_unstable();
+        ports.dedup();
+        self.groups.insert(network, ports);
+    }
+
+    pub fn remove_flood_group(&mut self, network: NetKey) -> Option<Vec<u32>> {
+        self.groups.remove(&network)
+    }
+
+    /// The ports of a network's flood group (empty if it has none).
+    pub fn flood_group(&self, network: NetKey) -> &[u32] {
+        self.groups.get(&network).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Runs a frame that arrived on switch port `in_port` through the pipeline.
+    #[inline]
+    pub fn process(&mut self, frame: &mut [u8], in_port: u32) -> Verdict {
+        self.process_meta(
+            frame,
+            Meta {
+                in_port,
+                tun_id: None,
+            },
+        )
+    }
+
+    /// Runs a frame through the pipeline, rewriting it in place (MACs, TTL and checksum,
+    /// ARP replies). Allocates nothing.
+    pub fn process_meta(&mut self, frame: &mut [u8], meta: Meta) -> Verdict {
+        let Ok(h) = Headers::parse(frame) else {
+            return Verdict::Drop {
+                stage: Stage::Classify,
+                cause: DropCause::Malformed,
+            };
+        };
+        let mut key = extract(frame, &h, meta);
+        let bytes = frame.len() as u64;
+        let mut stage = Stage::Classify;
+        // Stages only go forward (validated at insert), so this bound is never reached.
+        for _ in 0..=NUM_STAGES {
+            let si = stage.index();
+            let Some(idx) = self.tables[si].lookup(&key, &self.slab) else {
+                self.misses[si].add(bytes);
+                match STAGES[si].miss {
+                    Miss::Drop => {
+                        return Verdict::Drop {
+                            stage,
+                            cause: DropCause::Miss,
+                        }
+                    }
+                    Miss::Continue(next) => {
+                        stage = next;
+                        continue;
+                    }
+                }
+            };
+            let Some(stored) = self.slab.slots[idx as usize].data.as_mut() else {
+                break;
+            };
+            stored.counters.add(bytes);
+            let mut next = None;
+            for a in &stored.entry.actions {
+                match *a {
+                    Action::SetNetwork(k) => key.set(FieldKind::Network, k.0.into()),
+                    Action::SetInPort(k) => key.set(FieldKind::InPort, k.0.into()),
+                    Action::SetOutPort(k) => key.set(FieldKind::OutPort, k.0.into()),
+                    Action::SetRouter(k) => key.set(FieldKind::Router, k.0.into()),
+                    Action::SetEthSrc(m) => {
+                        if let Ok(mut e) = EthernetFrame::new_checked(&mut *frame) {
+                            e.set_src(m);
+                        }
+                        key.set(FieldKind::EthSrc, mac_u64(m));
+                    }
+                    Action::SetEthDst(m) => {
+                        if let Ok(mut e) = EthernetFrame::new_checked(&mut *frame) {
+                            e.set_dst(m);
+                        }
+                        key.set(FieldKind::EthDst, mac_u64(m));
+                    }
+                    Action::DecTtl => {
+                        let ip = h
+                            .ipv4
+                            .and_then(|off| frame.get_mut(off..))
+                            .and_then(|b| Ipv4Packet::new_checked(b).ok());
+                        match ip {
+                            Some(mut ip) if ip.ttl() > 1 => {
+                                ip.dec_ttl();
+                                key.set(FieldKind::IpTtl, ip.ttl().into());
+                            }
+                            _ => {
+                                return Verdict::Drop {
+                                    stage,
+                                    cause: DropCause::TtlExpired,
+                                }
+                            }
+                        }
+                    }
+                    Action::ArpReply { mac } => {
+                        if let Some(off) = h.arp {
+                            if let Ok(mut e) = EthernetFrame::new_checked(&mut *frame) {
+                                let src = e.src();
+                                e.set_dst(src);
+                                e.set_src(mac);
+                            }
+                            if let Some(Ok(mut arp)) =
+                                frame.get_mut(off..).map(ArpPacket::new_checked)
+                            {
+                                arp.make_reply(mac);
+                            }
+                        }
+                        return Verdict::Output(Out::Port(meta.in_port));
+                    }
+                    Action::Punt(reason) => {
+                        return Verdict::Punt {
+                            reason,
+                            inport: key.get(FieldKind::InPort).map(|v| PortKey(v as u32)),
+                        }
+                    }
+                    Action::Output(p) => {
+                        return if p == meta.in_port {
+                            Verdict::Drop {
+                                stage,
+                                cause: DropCause::Hairpin,
+                            }
+                        } else {
+                            Verdict::Output(Out::Port(p))
+                        };
+                    }
+                    Action::Flood(network) => {
+                        return Verdict::Output(Out::Flood {
+                            network,
+                            except: meta.in_port,
+                        })
+                    }
+                    Action::Goto(s) => next = Some(s),
+                }
+            }
+            match next {
+                Some(s) if s > stage => stage = s,
+                _ => {
+                    return Verdict::Drop {
+                        stage,
+                        cause: DropCause::Flow,
+                    }
+                }
+            }
+        }
+        Verdict::Drop {
+            stage,
+            cause: DropCause::Flow,
+        }
+    }
+}
+
+/// The packet's key: header fields from the parsed layers, metadata from the port.
+#[inline]
+fn extract(frame: &[u8], h: &Headers, meta: Meta) -> PacketKey {
+    use FieldKind as F;
+    let mut k = PacketKey::new();
+    k.set(F::PhysInPort, meta.in_port.into());
+    if let Some(t) = meta.tun_id {
+        k.set(F::TunnelId, t.into());
+    }
+    let be48 = |at: usize| {
+        let b = &frame[at..at + 6];
+        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+    };
+    let be32 = |at: usize| {
+        let b = &frame[at..at + 4];
+        u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let be16 = |at: usize| u64::from(u16::from_be_bytes([frame[at], frame[at + 1]]));
+    // Headers::parse checked every offset used below against the frame length.
+    k.set(F::EthDst, be48(0));
+    k.set(F::EthSrc, be48(6));
+    k.set(F::EthType, h.eth_type.into());
+    if let Some(a) = h.arp {
+        k.set(F::ArpOp, be16(a + 6));
+        k.set(F::ArpSha, be48(a + 8));
+        k.set(F::ArpSpa, be32(a + 14));
+        k.set(F::ArpTpa, be32(a + 24));
+    }
+    if let Some(ip) = h.ipv4 {
+        k.set(F::IpTtl, frame[ip + 8].into());
+        k.set(F::IpProto, frame[ip + 9].into());
+        k.set(F::Ipv4Src, be32(ip + 12));
+        k.set(F::Ipv4Dst, be32(ip + 16));
+    }
+    if let Some(u) = h.udp {
+        k.set(F::UdpSrc, be16(u));
+        k.set(F::UdpDst, be16(u + 2));
+    }
+    if let Some(i) = h.icmp {
+        k.set(F::IcmpType, frame[i].into());
+    }
+    k
+}
