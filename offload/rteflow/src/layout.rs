@@ -122,10 +122,12 @@ impl OffloadConfig {
         }
     }
 
-    /// Whether the chain on `target` starts with the ingress traffic of switch port `ofport`.
+    /// Whether the chain on `target` is where the ingress traffic of switch port `ofport`
+    /// is decided.
     pub fn serves(&self, target: u16, ofport: u32) -> bool {
         match self.mode {
-            Mode::Transfer { proxy } => proxy == target && self.ports.contains_key(&ofport),
+            // One chain for every switch port; unmapped ones are reported, not skipped.
+            Mode::Transfer { proxy } => proxy == target,
             Mode::PerPort => self.ports.get(&ofport) == Some(&target),
         }
     }

@@ -419,8 +419,12 @@ fn lookup_stage<'a>(b: &mut Builder<'a>, stage: Stage, flows: Vec<&'a Flow>) {
                 for id in group_rules {
                     b.rules.remove(&id);
                 }
-                for (f, _) in results {
-                    b.software(f, reason.clone());
+                for (f, o) in results {
+                    match o {
+                        // A flow refused on its own keeps its own reason.
+                        Outcome::Software { reason: own, .. } => b.software(f, own),
+                        Outcome::Offloaded(_) => b.software(f, reason.clone()),
+                    }
                 }
             }
         }
