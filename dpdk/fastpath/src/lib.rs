@@ -1,1 +1,373 @@
 //! A poll-mode DPDK datapath that executes the compiled pipeline in software for what the NIC refuses.
+//!
+//! [`FastPath`] polls every port on the calling lcore: `rx_burst`, each frame through the
+//! shared [`Engine`] (rewritten in place), frames batched per output port and sent with one
+//! `tx_burst` per port and round, flood copies made per port (the last port takes the
+//! original mbuf), punts copied into a bounded channel (counted when it is full), drops
+//! counted by stage. The engine sits behind a mutex taken once per round, so a control
+//! plane (wyvernd's IR back end or wyvern-p4d's P4Runtime server) can write entries and
+//! read counters from another thread between rounds.
+//!
+//! Switch ports are the pipeline's port numbers (OpenFlow ofports / P4 ports); each DPDK
+//! port is bound to one of them. Output to a switch port with no DPDK port is a drop,
+//! counted as `no_port`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rte::{free_bulk, Mbuf, Mempool, Port, RteError};
+use wyvern_engine::{DropCause, Engine, Out, Verdict};
+use wyvern_pipeline::{PortKey, PuntReason, Stage, STAGES};
+
+/// Why the fast path could not be set up or could not send.
+#[derive(Debug, thiserror::Error)]
+pub enum FastPathError {
+    #[error(
+        "failed to set up the fast path: {ports} DPDK ports but {ofports} switch port numbers"
+    )]
+    PortCount { ports: usize, ofports: usize },
+    #[error("failed to set up the fast path: switch port {ofport} is bound to two DPDK ports")]
+    DuplicateOfport { ofport: u32 },
+    #[error("failed to send to switch port {ofport}: no DPDK port is bound to it")]
+    NoSuchPort { ofport: u32 },
+    #[error("failed to copy a frame into an mbuf for switch port {ofport}")]
+    Mbuf {
+        ofport: u32,
+        #[source]
+        source: RteError,
+    },
+}
+
+/// A frame for the controller (P4 `packet_in`, OpenFlow packet-in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Punted {
+    pub reason: PuntReason,
+    /// The logical in-port the pipeline had assigned.
+    pub inport: Option<PortKey>,
+    /// The switch port the frame arrived on.
+    pub in_port: u32,
+    pub frame: Vec<u8>,
+}
+
+/// Counters of the datapath (the engine keeps per-entry and per-table-miss counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rx: u64,
+    /// Frames accepted by a TX queue (flood copies included).
+    pub tx: u64,
+    /// Frames a full TX queue refused.
+    pub tx_full: u64,
+    /// Extra copies made for floods.
+    pub flood_copies: u64,
+    pub punts: u64,
+    /// Punts lost because the channel was full (or nobody listens).
+    pub punt_dropped: u64,
+    /// Drops by the stage that dropped them, in pipeline order.
+    pub drops_by_stage: [u64; STAGES.len()],
+    /// Drops by cause: miss, flow, ttl expired, hairpin, malformed.
+    pub drops_by_cause: [u64; 5],
+    /// Output to a switch port with no DPDK port.
+    pub no_port: u64,
+    /// Mbuf allocation failures while copying (flood, injection).
+    pub alloc_failed: u64,
+    /// Frames injected from the controller (packet-out).
+    pub injected: u64,
+}
+
+impl Stats {
+    pub fn drops(&self) -> u64 {
+        self.drops_by_stage.iter().sum()
+    }
+    pub fn dropped_at(&self, stage: Stage) -> u64 {
+        self.drops_by_stage[stage.index()]
+    }
+    pub fn dropped_for(&self, cause: DropCause) -> u64 {
+        self.drops_by_cause[cause_index(cause)]
+    }
+}
+
+fn cause_index(c: DropCause) -> usize {
+    match c {
+        DropCause::Miss => 0,
+        DropCause::Flow => 1,
+        DropCause::TtlExpired => 2,
+        DropCause::Hairpin => 3,
+        DropCause::Malformed => 4,
+    }
+}
+
+/// Tuning knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Frames per `rx_burst`.
+    pub burst: u16,
+    /// Bound of the punt channel.
+    pub punt_capacity: usize,
+    /// Bound of the injection (packet-out) channel.
+    pub inject_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            burst: 32,
+            punt_capacity: 1024,
+            inject_capacity: 1024,
+        }
+    }
+}
+
+/// The datapath on one lcore over borrowed, started DPDK ports. Queue 0 of each port.
+pub struct FastPath<'p> {
+    ports: &'p [Port],
+    ofports: Vec<u32>,
+    by_ofport: HashMap<u32, usize>,
+    pool: &'p Mempool,
+    engine: Arc<Mutex<Engine>>,
+    cfg: Config,
+    rx: Vec<Mbuf<'p>>,
+    tx: Vec<Vec<Mbuf<'p>>>,
+    free: Vec<Mbuf<'p>>,
+    punt_tx: SyncSender<Punted>,
+    inject_rx: Receiver<(u32, Vec<u8>)>,
+    inject_tx: SyncSender<(u32, Vec<u8>)>,
+    templates: Vec<Option<Vec<u8>>>,
+    stats: Stats,
+}
+
+impl<'p> FastPath<'p> {
+    /// Binds `ports[i]` to switch port `ofports[i]`. `pool` supplies flood copies and
+    /// injected frames. Returns the datapath and the receiving end of the punt channel.
+    pub fn new(
+        ports: &'p [Port],
+        ofports: &[u32],
+        pool: &'p Mempool,
+        engine: Arc<Mutex<Engine>>,
+        cfg: Config,
+    ) -> Result<(FastPath<'p>, Receiver<Punted>), FastPathError> {
+        if ports.len() != ofports.len() {
+            return Err(FastPathError::PortCount {
+                ports: ports.len(),
+                ofports: ofports.len(),
+            });
+        }
+        let mut by_ofport = HashMap::new();
+        for (i, o) in ofports.iter().enumerate() {
+            if by_ofport.insert(*o, i).is_some() {
+                return Err(FastPathError::DuplicateOfport { ofport: *o });
+            }
+        }
+        let (punt_tx, punt_rx) = mpsc::sync_channel(cfg.punt_capacity);
+        let (inject_tx, inject_rx) = mpsc::sync_channel(cfg.inject_capacity);
+        let burst = usize::from(cfg.burst);
+        Ok((
+            FastPath {
+                ports,
+                ofports: ofports.to_vec(),
+                by_ofport,
+                pool,
+                engine,
+                cfg,
+                rx: Vec::with_capacity(burst),
+                tx: (0..ports.len())
+                    .map(|_| Vec::with_capacity(burst * ports.len().max(1) * 2))
+                    .collect(),
+                free: Vec::with_capacity(burst * 2),
+                punt_tx,
+                inject_rx,
+                inject_tx,
+                templates: vec![None; ports.len()],
+                stats: Stats::default(),
+            },
+            punt_rx,
+        ))
+    }
+
+    /// A handle other threads use to send frames out of a switch port (packet-out); they
+    /// leave at the next round.
+    pub fn injector(&self) -> SyncSender<(u32, Vec<u8>)> {
+        self.inject_tx.clone()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Arc<Mutex<Engine>> {
+        &self.engine
+    }
+
+    /// BENCHMARKS ONLY: overwrite the start of every frame received on `ports[index]` with
+    /// `frame` before processing. The null PMD hands out frames of unspecified content;
+    /// this makes them a chosen packet so the benchmark exercises a real pipeline path.
+    pub fn set_rx_template(&mut self, index: usize, frame: Option<Vec<u8>>) {
+        if let Some(t) = self.templates.get_mut(index) {
+            *t = frame;
+        }
+    }
+
+    /// Polls until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            self.poll();
+        }
+    }
+
+    /// One round: injected frames, then one burst from every port through the pipeline,
+    /// then one `tx_burst` per port with frames waiting. Returns the frames received.
+    pub fn poll(&mut self) -> usize {
+        let engine = Arc::clone(&self.engine);
+        let mut eng = lock(&engine);
+        while let Ok((ofport, frame)) = self.inject_rx.try_recv() {
+            // Errors are counted in stats; the sender does not wait for an answer.
+            let _ = self.send_locked(ofport, &frame);
+        }
+        let mut received = 0;
+        for pi in 0..self.ports.len() {
+            let ports = self.ports;
+            let n = ports[pi].rx_burst(0, &mut self.rx, self.cfg.burst);
+            if n == 0 {
+                continue;
+            }
+            received += n;
+            self.stats.rx += n as u64;
+            let in_port = self.ofports[pi];
+            let mut rx = std::mem::take(&mut self.rx);
+            for mut m in rx.drain(..) {
+                if let Some(t) = &self.templates[pi] {
+                    let d = m.data_mut();
+                    let k = d.len().min(t.len());
+                    d[..k].copy_from_slice(&t[..k]);
+                }
+                let verdict = eng.process(m.data_mut(), in_port);
+                self.dispatch(&eng, m, verdict, in_port);
+            }
+            self.rx = rx;
+        }
+        drop(eng);
+        self.flush();
+        received
+    }
+
+    fn dispatch(&mut self, eng: &Engine, m: Mbuf<'p>, verdict: Verdict, in_port: u32) {
+        match verdict {
+            Verdict::Output(Out::Port(p)) => match self.by_ofport.get(&p) {
+                Some(&i) => self.tx[i].push(m),
+                None => {
+                    self.stats.no_port += 1;
+                    self.free.push(m);
+                }
+            },
+            Verdict::Output(Out::Flood { network, except }) => {
+                let targets = eng.flood_group(network);
+                let mut last: Option<usize> = None;
+                for p in targets.iter().copied().filter(|p| *p != except) {
+                    let Some(&i) = self.by_ofport.get(&p) else {
+                        self.stats.no_port += 1;
+                        continue;
+                    };
+                    if let Some(prev) = last.replace(i) {
+                        match copy_mbuf(self.pool, m.data()) {
+                            Ok(c) => {
+                                self.stats.flood_copies += 1;
+                                self.tx[prev].push(c);
+                            }
+                            Err(_) => self.stats.alloc_failed += 1,
+                        }
+                    }
+                }
+                match last {
+                    Some(i) => self.tx[i].push(m),
+                    None => self.free.push(m),
+                }
+            }
+            Verdict::Punt { reason, inport } => {
+                let p = Punted {
+                    reason,
+                    inport,
+                    in_port,
+                    frame: m.data().to_vec(),
+                };
+                match self.punt_tx.try_send(p) {
+                    Ok(()) => self.stats.punts += 1,
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                        self.stats.punt_dropped += 1
+                    }
+                }
+                self.free.push(m);
+            }
+            Verdict::Drop { stage, cause } => {
+                self.stats.drops_by_stage[stage.index()] += 1;
+                self.stats.drops_by_cause[cause_index(cause)] += 1;
+                self.free.push(m);
+            }
+        }
+        if self.free.len() >= usize::from(self.cfg.burst) {
+            free_bulk(&mut self.free);
+        }
+    }
+
+    /// Queues a copy of `frame` on the port bound to `ofport` (sent at the end of the next
+    /// round, or now by [`FastPath::flush`]).
+    pub fn send(&mut self, ofport: u32, frame: &[u8]) -> Result<(), FastPathError> {
+        self.send_locked(ofport, frame)
+    }
+
+    fn send_locked(&mut self, ofport: u32, frame: &[u8]) -> Result<(), FastPathError> {
+        let Some(&i) = self.by_ofport.get(&ofport) else {
+            self.stats.no_port += 1;
+            return Err(FastPathError::NoSuchPort { ofport });
+        };
+        match copy_mbuf(self.pool, frame) {
+            Ok(m) => {
+                self.stats.injected += 1;
+                self.tx[i].push(m);
+                Ok(())
+            }
+            Err(source) => {
+                self.stats.alloc_failed += 1;
+                Err(FastPathError::Mbuf { ofport, source })
+            }
+        }
+    }
+
+    /// Sends every queued frame: one `tx_burst` per port; what a full queue refuses is
+    /// dropped and counted.
+    pub fn flush(&mut self) {
+        for (i, q) in self.tx.iter_mut().enumerate() {
+            if q.is_empty() {
+                continue;
+            }
+            let sent = self.ports[i].tx_burst(0, q);
+            self.stats.tx += sent as u64;
+            if !q.is_empty() {
+                self.stats.tx_full += q.len() as u64;
+                free_bulk(q);
+            }
+        }
+        if !self.free.is_empty() {
+            free_bulk(&mut self.free);
+        }
+    }
+}
+
+impl Drop for FastPath<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+fn lock(m: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
+    // A panic elsewhere while holding the engine leaves it consistent enough to forward:
+    // every write is a single insert or remove.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn copy_mbuf<'p>(pool: &'p Mempool, data: &[u8]) -> Result<Mbuf<'p>, RteError> {
+    let mut c = pool.alloc()?;
+    c.extend_from_slice(data)?;
+    Ok(c)
+}
