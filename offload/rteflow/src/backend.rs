@@ -4,9 +4,11 @@
 //!
 //! Consistency: rules are created deepest group first (egress, l3, l2, then group 0), so a
 //! JUMP never targets a group that has not got its rules yet, and destroyed group 0 first.
-//! A create the port refuses is recorded with the driver's message and the port is
-//! partitioned again without it (its group then misses to software), at most
-//! [`MAX_ROUNDS`] times per apply; the same rule is not tried again until it changes.
+//! Within a group, rules are created highest precedence first. A create the port refuses is
+//! recorded with the driver's message, the round stops (so no deny or drop miss lands
+//! without the rules above it) and the port is partitioned again without it (its group then
+//! misses to software), at most [`MAX_ROUNDS`] times per apply; the same rule is not tried
+//! again until it changes.
 //! rte_flow rules die with the process that created them, so a restarted controller starts
 //! from an empty NIC and has nothing to sweep.
 
@@ -20,8 +22,9 @@ use crate::caps::{probe, PortCaps, PortSupport};
 use crate::layout::{OffloadConfig, Rule, RuleId};
 use crate::partition::{partition, PortPlan, Refusals};
 
-/// Partition-and-install rounds per apply when creates are refused.
-pub const MAX_ROUNDS: usize = 4;
+/// Partition-and-install rounds per apply. Each round that does not finish records a new
+/// refusal, so this bounds the refusals one apply absorbs; the next apply continues.
+pub const MAX_ROUNDS: usize = 64;
 
 /// What the back end needs from a port: `rte::flow::FlowPort` in production, a fake in
 /// unit tests. No flush on purpose.
@@ -261,11 +264,14 @@ fn sync_port<D: FlowDevice>(st: &mut PortState<D>, report: &mut SyncReport) -> b
         .values()
         .filter(|r| !st.installed.contains_key(&r.id))
         .collect();
+    // Within a group, highest precedence first: a miss or deny is created after the rules
+    // it must not shadow.
     missing.sort_by(|a, b| {
         b.rule
             .attr
             .group
             .cmp(&a.rule.attr.group)
+            .then_with(|| a.rule.attr.priority.cmp(&b.rule.attr.priority))
             .then_with(|| a.id.cmp(&b.id))
     });
     let mut refused_any = false;
@@ -285,6 +291,9 @@ fn sync_port<D: FlowDevice>(st: &mut PortState<D>, report: &mut SyncReport) -> b
                 st.counters.create_refusals += 1;
                 st.refused.insert(r.id.clone(), (r.rule.clone(), msg));
                 refused_any = true;
+                // Stop here: a later deny or drop miss may only be right with this rule in
+                // place. The next round partitions without it.
+                break;
             }
         }
     }

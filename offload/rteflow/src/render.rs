@@ -24,6 +24,7 @@ pub fn testpmd_lines<'a>(
             .attr
             .group
             .cmp(&a.rule.attr.group)
+            .then_with(|| a.rule.attr.priority.cmp(&b.rule.attr.priority))
             .then_with(|| a.id.cmp(&b.id))
     });
     rules
