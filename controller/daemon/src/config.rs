@@ -6,7 +6,7 @@
 //! it, which is why every key is an `Option` on the command line.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -133,6 +133,74 @@ pub struct Args {
     /// Log format [default: text].
     #[arg(long, env = "WYVERN_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// OVSDB server of the local Open vSwitch (`unix:PATH` or `tcp:HOST:PORT`); without it
+    /// wyvernd serves the API only and programs no switch.
+    #[arg(long, env = "WYVERN_OVSDB")]
+    pub ovsdb: Option<String>,
+    /// Integration bridge wyvern owns [default: br-int].
+    #[arg(long, env = "WYVERN_BRIDGE")]
+    pub bridge: Option<String>,
+    /// Datapath type of the bridge when wyvern creates it [default: netdev].
+    #[arg(long, env = "WYVERN_DATAPATH_TYPE", value_enum)]
+    pub datapath_type: Option<DatapathKind>,
+    /// Where bridges connect over OpenFlow (`tcp:IP:PORT` or `unix:PATH`) [default: tcp:127.0.0.1:6653].
+    #[arg(long, env = "WYVERN_OPENFLOW_LISTEN")]
+    pub openflow_listen: Option<String>,
+    /// Routing to known ports: proactive flows, or installed on the first packet [default: proactive].
+    #[arg(long, env = "WYVERN_L3_MODE", value_enum)]
+    pub l3_mode: Option<L3ModeArg>,
+    /// Answer ARP for every known port IP, not only router IPs [default: true].
+    #[arg(long, env = "WYVERN_ARP_FOR_PORTS")]
+    pub arp_for_ports: Option<bool>,
+    /// DHCP lease time in seconds [default: 43200].
+    #[arg(long, env = "WYVERN_DHCP_LEASE_TIME")]
+    pub dhcp_lease_time: Option<u32>,
+    /// DNS servers handed out on subnets that have none (comma-separated).
+    #[arg(long, env = "WYVERN_DHCP_DNS", value_delimiter = ',')]
+    pub dhcp_dns: Option<Vec<Ipv4Addr>>,
+    /// DHCP domain name option.
+    #[arg(long, env = "WYVERN_DHCP_DOMAIN")]
+    pub dhcp_domain: Option<String>,
+    /// Bytes of encapsulation to subtract from the network MTU in DHCP (50 for VXLAN) [default: 0].
+    #[arg(long, env = "WYVERN_OVERLAY_OVERHEAD")]
+    pub overlay_overhead: Option<u16>,
+}
+
+/// Datapath type of a bridge wyvern creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatapathKind {
+    /// The userspace datapath (what works without the kernel module).
+    #[default]
+    Netdev,
+    /// The kernel datapath.
+    System,
+    /// OVS's test datapath (`ovs-vswitchd --enable-dummy`).
+    Dummy,
+}
+
+/// How routed traffic to known ports is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum L3ModeArg {
+    #[default]
+    Proactive,
+    Reactive,
+}
+
+/// The local controller's settings (present when `ovsdb` is configured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchSettings {
+    pub ovsdb: String,
+    pub bridge: String,
+    pub datapath_type: DatapathKind,
+    pub openflow_listen: String,
+    pub l3_mode: L3ModeArg,
+    pub arp_for_ports: bool,
+    pub dhcp_lease_time: u32,
+    pub dhcp_dns: Vec<Ipv4Addr>,
+    pub dhcp_domain: Option<String>,
+    pub overlay_overhead: u16,
 }
 
 /// The keys of the TOML config file.
@@ -145,6 +213,16 @@ pub struct FileConfig {
     pub token_file: Option<PathBuf>,
     pub base_mac: Option<Mac>,
     pub log_format: Option<LogFormat>,
+    pub ovsdb: Option<String>,
+    pub bridge: Option<String>,
+    pub datapath_type: Option<DatapathKind>,
+    pub openflow_listen: Option<String>,
+    pub l3_mode: Option<L3ModeArg>,
+    pub arp_for_ports: Option<bool>,
+    pub dhcp_lease_time: Option<u32>,
+    pub dhcp_dns: Option<Vec<Ipv4Addr>>,
+    pub dhcp_domain: Option<String>,
+    pub overlay_overhead: Option<u16>,
 }
 
 impl FileConfig {
@@ -168,6 +246,8 @@ pub struct Config {
     pub auth: Auth,
     pub base_mac: Mac,
     pub log_format: LogFormat,
+    /// `None`: API only, no switch.
+    pub switch: Option<SwitchSettings>,
 }
 
 /// Resolved authentication: the token file travels with the mode that needs it.
@@ -211,6 +291,30 @@ impl Config {
             auth,
             base_mac: args.base_mac.or(file.base_mac).unwrap_or(DEFAULT_BASE_MAC),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            switch: args.ovsdb.or(file.ovsdb).map(|ovsdb| SwitchSettings {
+                ovsdb,
+                bridge: args
+                    .bridge
+                    .or(file.bridge)
+                    .unwrap_or_else(|| "br-int".into()),
+                datapath_type: args
+                    .datapath_type
+                    .or(file.datapath_type)
+                    .unwrap_or_default(),
+                openflow_listen: args
+                    .openflow_listen
+                    .or(file.openflow_listen)
+                    .unwrap_or_else(|| "tcp:127.0.0.1:6653".into()),
+                l3_mode: args.l3_mode.or(file.l3_mode).unwrap_or_default(),
+                arp_for_ports: args.arp_for_ports.or(file.arp_for_ports).unwrap_or(true),
+                dhcp_lease_time: args
+                    .dhcp_lease_time
+                    .or(file.dhcp_lease_time)
+                    .unwrap_or(43_200),
+                dhcp_dns: args.dhcp_dns.or(file.dhcp_dns).unwrap_or_default(),
+                dhcp_domain: args.dhcp_domain.or(file.dhcp_domain),
+                overlay_overhead: args.overlay_overhead.or(file.overlay_overhead).unwrap_or(0),
+            }),
         })
     }
 }

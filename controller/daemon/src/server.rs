@@ -12,7 +12,7 @@ use wyvern_model::MacPrefix;
 use wyvern_store::Store;
 use wyvern_store::{RedbOptions, RedbStore};
 
-use crate::config::{Auth, Config, LogFormat};
+use crate::config::{Auth, Config, DatapathKind, L3ModeArg, LogFormat, SwitchSettings};
 
 /// The project no-auth callers act in (they are admins, so this only names what they create
 /// without an explicit `project_id`).
@@ -45,6 +45,14 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
     #[error("failed to install the {0} handler: {1}")]
     Signal(&'static str, #[source] std::io::Error),
+    #[error("failed to parse {what} {value:?}: {reason}")]
+    BadAddress {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("failed to start the local controller: {0}")]
+    Local(#[source] wyvern_local::LocalError),
 }
 
 /// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), logs on stderr.
@@ -113,6 +121,12 @@ pub async fn run(
         addr: cfg.api_listen,
         source,
     })?;
+    if let Some(sw) = &cfg.switch {
+        let local = start_local(sw, store.clone() as Arc<dyn Store>, svc.clone()).await?;
+        if let Some(of) = local.openflow_addr() {
+            println!("wyvernd openflow on {of}");
+        }
+    }
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "serving the Neutron API");
     on_ready(addr);
     let result = wyvern_api::serve(listener, wyvern_api::router(svc, auth), shutdown).await;
@@ -122,4 +136,98 @@ pub async fn run(
     result.map_err(ServeError::Serve)?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Starts the local controller (switch programming and packet-in apps) and the task that
+/// writes port status back through the northbound service.
+async fn start_local(
+    sw: &SwitchSettings,
+    store: Arc<dyn Store>,
+    svc: Arc<NbService>,
+) -> Result<wyvern_local::LocalController, ServeError> {
+    use wyvern_local::{apps, LocalConfig, LocalController};
+    let bad = |what: &'static str, value: &str, reason: String| ServeError::BadAddress {
+        what,
+        value: value.to_owned(),
+        reason,
+    };
+    let ovsdb: wyvern_ovsdb::Remote = sw
+        .ovsdb
+        .parse()
+        .map_err(|e: wyvern_ovsdb::ClientError| bad("ovsdb remote", &sw.ovsdb, e.to_string()))?;
+    let openflow_listen: wyvern_openflow::conn::ListenAddr =
+        sw.openflow_listen
+            .parse()
+            .map_err(|e: wyvern_openflow::conn::ConnError| {
+                bad(
+                    "openflow listen address",
+                    &sw.openflow_listen,
+                    e.to_string(),
+                )
+            })?;
+    let datapath_type = match sw.datapath_type {
+        DatapathKind::Netdev => wyvern_ovsdb::DatapathType::Netdev,
+        DatapathKind::System => wyvern_ovsdb::DatapathType::System,
+        DatapathKind::Dummy => wyvern_ovsdb::DatapathType::Dummy,
+    };
+    let compile = wyvern_pipeline::CompileConfig {
+        arp_for_ports: sw.arp_for_ports,
+        l3_mode: match sw.l3_mode {
+            L3ModeArg::Proactive => wyvern_pipeline::L3Mode::Proactive,
+            L3ModeArg::Reactive => wyvern_pipeline::L3Mode::Reactive,
+        },
+    };
+    let cfg = LocalConfig {
+        bridge: sw.bridge.clone(),
+        datapath_type,
+        ovsdb: Some(ovsdb),
+        openflow_listen,
+        compile,
+    };
+    let (status_tx, mut status_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (pin_tx, pin_rx) = tokio::sync::mpsc::unbounded_channel();
+    let local = LocalController::start(cfg, store, status_tx, Some(pin_tx))
+        .await
+        .map_err(ServeError::Local)?;
+    let mut apps_cfg = apps::AppsConfig::default();
+    apps_cfg.dhcp.lease_time_secs = sw.dhcp_lease_time;
+    apps_cfg.dhcp.default_dns = sw.dhcp_dns.clone();
+    apps_cfg.dhcp.domain_name = sw.dhcp_domain.clone();
+    apps_cfg.dhcp.overlay_overhead = sw.overlay_overhead;
+    apps::spawn_apps(local.clone(), pin_rx, apps_cfg);
+    tokio::spawn(async move {
+        while let Some(st) = status_rx.recv().await {
+            if let Err(e) = set_port_status(&svc, st.port, st.active).await {
+                tracing::warn!(port = %st.port, error = %e, "failed to update port status");
+            }
+        }
+    });
+    Ok(local)
+}
+
+/// Writes a port's status (ACTIVE when its interface is bound and up) if it changed.
+async fn set_port_status(
+    svc: &NbService,
+    port: uuid::Uuid,
+    active: bool,
+) -> Result<(), wyvern_api::ApiError> {
+    let want = if active { "ACTIVE" } else { "DOWN" };
+    svc.write(|topo| {
+        let mut change = wyvern_model::Change::default();
+        if let Some(old) = topo.get_port(&port) {
+            if old.status != want && !old.is_router_interface() {
+                let mut p = (**old).clone();
+                p.status = want.to_owned();
+                p.revision_number += 1;
+                change.ops.push(wyvern_model::ChangeOp {
+                    kind: wyvern_model::Kind::Port,
+                    id: port,
+                    old: Some(wyvern_model::Object::Port(old.clone())),
+                    new: Some(wyvern_model::Object::Port(Arc::new(p))),
+                });
+            }
+        }
+        Ok((change, ()))
+    })
+    .await
 }

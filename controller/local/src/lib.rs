@@ -13,7 +13,10 @@
 //! that falls behind the store's history (compaction) triggers a full resync: a fresh range,
 //! a new mirror and a full compile, which ofctrl again turns into a minimal difference.
 
+pub mod apps;
 pub mod mirror;
+
+pub use wyvern_ofpipe::{REG_INPORT, REG_NETWORK, REG_OUTPORT, REG_ROUTER};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

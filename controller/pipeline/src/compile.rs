@@ -91,6 +91,7 @@ impl Bindings {
 #[derive(Debug, Clone, Default)]
 struct KeyMap {
     by_id: HashMap<Uuid, u32>,
+    by_key: HashMap<u32, Uuid>,
     free: BTreeSet<u32>,
     next: u32,
 }
@@ -108,10 +109,12 @@ impl KeyMap {
             }
         };
         self.by_id.insert(id, k);
+        self.by_key.insert(k, id);
         k
     }
     fn release(&mut self, id: &Uuid) {
         if let Some(k) = self.by_id.remove(id) {
+            self.by_key.remove(&k);
             self.free.insert(k);
         }
     }
@@ -211,6 +214,16 @@ impl Compiler {
 
     pub fn router_key(&self, id: &Uuid) -> Option<RouterKey> {
         self.routers.by_id.get(id).map(|k| RouterKey(*k))
+    }
+
+    /// The logical router behind a router key (for packet-ins).
+    pub fn router_by_key(&self, key: RouterKey) -> Option<Uuid> {
+        self.routers.by_key.get(&key.0).copied()
+    }
+
+    /// The logical network behind a network key.
+    pub fn network_by_key(&self, key: NetKey) -> Option<Uuid> {
+        self.nets.by_key.get(&key.0).copied()
     }
 
     /// Recompiles everything and returns the difference to what was compiled before.
@@ -537,6 +550,36 @@ impl Compiler {
                 .m(Match::OutPort(pk))
                 .a(Action::Output(ofport)),
         );
+    }
+
+    /// The flow that routes `dst` through `router` (reactive mode installs it on the first
+    /// packet): `None` when no port on an attached subnet holds that address.
+    pub fn reactive_route(&mut self, topo: &Topology, router: Uuid, dst: Ipv4Addr) -> Option<Flow> {
+        let rk = RouterKey(self.routers.get_or_alloc(router));
+        for iface in topo.router_interfaces(&router) {
+            let on_subnet = iface.fixed_ips.iter().any(|f| {
+                topo.get_subnet(&f.subnet_id)
+                    .is_some_and(|s| s.cidr.contains(&dst))
+            });
+            if !on_subnet {
+                continue;
+            }
+            let target = topo.network_ports(&iface.network_id).find(|q| {
+                !q.is_router_interface() && q.fixed_ips.iter().any(|f| f.ip_address == dst)
+            })?;
+            let nk = NetKey(self.nets.get_or_alloc(target.network_id));
+            let pk = PortKey(self.ports.get_or_alloc(target.id));
+            return Some(route_to(
+                Owner::Port(target.id),
+                rk,
+                host(dst),
+                iface.mac_address,
+                target.mac_address,
+                nk,
+                pk,
+            ));
+        }
+        None
     }
 
     /// Routers with an interface on a subnet containing `ip` (other than the port's own

@@ -1,0 +1,331 @@
+//! Packet-in dispatch: the controller's apps answer what the pipeline punts.
+//!
+//! Every punt carries its reason in the controller action's userdata and the logical
+//! in-port in `reg6` (router punts also `reg5`). DHCP requests get a reply built by
+//! `wyvern_apps::handle_dhcp` and sent out of the in-port; ICMP echo requests to a router IP
+//! get an echo reply; expiring TTLs get ICMP time exceeded from the router interface the
+//! packet arrived on; an L3 miss installs that destination's route (reactive mode, with an
+//! idle timeout) and sends the packet back through the pipeline, so it is never lost.
+//! Anything malformed or unknown is counted by reason and dropped.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use wyvern_apps::{DhcpConfig, DhcpPortContext, DhcpSubnet, EthernetAddress, RateLimiter};
+use wyvern_openflow::conn::SwitchEvent;
+use wyvern_openflow::wire::{FlowModCommand, Message, PacketIn, PacketOut};
+use wyvern_openflow::{Action, Field, PortNo};
+use wyvern_pipeline::{PortKey, PuntReason, RouterKey};
+
+use crate::LocalController;
+
+/// `OFP_NO_BUFFER`: the packet-out carries its own data.
+const NO_BUFFER: u32 = 0xffff_ffff;
+
+/// Settings of the apps.
+#[derive(Debug, Clone)]
+pub struct AppsConfig {
+    pub dhcp: DhcpConfig,
+    /// DHCP messages per second a port may send to the controller (token bucket)...
+    pub dhcp_rate_per_sec: u32,
+    /// ...and the burst it may use at once.
+    pub dhcp_burst: u32,
+    /// Source MAC of DHCP replies on subnets without a router interface.
+    pub dhcp_server_mac: [u8; 6],
+    /// Idle timeout of reactively installed routes, seconds.
+    pub reactive_idle_timeout: u16,
+}
+
+impl Default for AppsConfig {
+    fn default() -> Self {
+        AppsConfig {
+            dhcp: DhcpConfig::default(),
+            dhcp_rate_per_sec: 20,
+            dhcp_burst: 40,
+            dhcp_server_mac: [0xfa, 0x16, 0x3e, 0xff, 0xff, 0xfe],
+            reactive_idle_timeout: 60,
+        }
+    }
+}
+
+/// What the apps did, by event (for `wyvern status` and metrics).
+#[derive(Debug, Default)]
+pub struct AppStats {
+    counts: Mutex<BTreeMap<String, u64>>,
+}
+
+impl AppStats {
+    fn bump(&self, what: impl Into<String>) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *c.entry(what.into()).or_default() += 1;
+    }
+
+    /// Every counter, e.g. `dhcp_reply:offer`, `dhcp_drop:rate_limited`, `icmp_echo_reply`.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn get(&self, what: &str) -> u64 {
+        self.snapshot().get(what).copied().unwrap_or(0)
+    }
+}
+
+/// Starts the apps on the packet-ins of `rx`.
+pub fn spawn_apps(
+    ctrl: LocalController,
+    mut rx: mpsc::UnboundedReceiver<SwitchEvent>,
+    cfg: AppsConfig,
+) -> Arc<AppStats> {
+    let stats = Arc::new(AppStats::default());
+    let out = stats.clone();
+    tokio::spawn(async move {
+        let mut limiter: RateLimiter<u32> = RateLimiter::new(cfg.dhcp_rate_per_sec, cfg.dhcp_burst);
+        while let Some(ev) = rx.recv().await {
+            if let SwitchEvent::PacketIn { packet_in, .. } = ev {
+                handle(&ctrl, &cfg, &stats, &mut limiter, packet_in).await;
+            }
+        }
+    });
+    out
+}
+
+fn reg(p: &PacketIn, field: Field) -> Option<u32> {
+    p.match_.get(field).and_then(|(v, _)| u32::try_from(v).ok())
+}
+
+fn send_out(ctrl: &LocalController, stats: &AppStats, port: u32, frame: Vec<u8>) {
+    let Some(sw) = ctrl.ofctrl().switch() else {
+        stats.bump("packet_out_failed:no_switch");
+        return;
+    };
+    let po = PacketOut {
+        buffer_id: NO_BUFFER,
+        in_port: PortNo::CONTROLLER,
+        actions: vec![Action::Output {
+            port: PortNo(port),
+            max_len: 0,
+        }],
+        data: frame,
+    };
+    if sw.packet_out(po).is_err() {
+        stats.bump("packet_out_failed:disconnected");
+    }
+}
+
+async fn handle(
+    ctrl: &LocalController,
+    cfg: &AppsConfig,
+    stats: &AppStats,
+    limiter: &mut RateLimiter<u32>,
+    p: PacketIn,
+) {
+    let reason = p
+        .userdata
+        .as_deref()
+        .and_then(|u| u.first())
+        .and_then(|c| PuntReason::from_code(*c));
+    let (Some(reason), Some(in_port)) = (reason, reg(&p, Field::InPort)) else {
+        stats.bump("packet_in_drop:unknown_reason");
+        return;
+    };
+    match reason {
+        PuntReason::Dhcp => dhcp(ctrl, cfg, stats, limiter, &p, in_port),
+        PuntReason::IcmpToRouter => {
+            let Ok(sum) = wyvern_apps::parse_packet_in(&p.data) else {
+                stats.bump("packet_in_drop:malformed");
+                return;
+            };
+            let Some(ip) = sum.ipv4 else { return };
+            match wyvern_apps::icmp_echo_reply(&p.data, ip.dst, sum.eth_dst) {
+                Some(reply) => {
+                    stats.bump("icmp_echo_reply");
+                    send_out(ctrl, stats, in_port, reply);
+                }
+                None => stats.bump("icmp_drop:not_echo"),
+            }
+        }
+        PuntReason::TtlExpired => ttl_expired(ctrl, stats, &p, in_port),
+        PuntReason::L3Miss => l3_miss(ctrl, cfg, stats, &p, in_port).await,
+    }
+}
+
+fn dhcp(
+    ctrl: &LocalController,
+    cfg: &AppsConfig,
+    stats: &AppStats,
+    limiter: &mut RateLimiter<u32>,
+    p: &PacketIn,
+    in_port: u32,
+) {
+    let Some(pk) = reg(p, Field::Reg(crate::REG_INPORT)) else {
+        stats.bump("dhcp_drop:no_port");
+        return;
+    };
+    if !limiter.allow(pk, Instant::now()) {
+        stats.bump("dhcp_drop:rate_limited");
+        return;
+    }
+    let ctx = {
+        let st = ctrl.state().read().unwrap_or_else(|e| e.into_inner());
+        let Some(port) = st
+            .compiler
+            .port_by_key(PortKey(pk))
+            .and_then(|id| st.topo.get_port(&id))
+        else {
+            stats.bump("dhcp_drop:unknown_port");
+            return;
+        };
+        let found = port.fixed_ips.iter().find_map(|f| {
+            st.topo
+                .get_subnet(&f.subnet_id)
+                .filter(|s| s.enable_dhcp)
+                .map(|s| (f.ip_address, s.clone()))
+        });
+        let Some((ip, subnet)) = found else {
+            stats.bump("dhcp_drop:no_dhcp_subnet");
+            return;
+        };
+        let mtu = st
+            .topo
+            .get_network(&port.network_id)
+            .map(|n| n.mtu)
+            .unwrap_or(1500);
+        // The router interface on the subnet is the server, as the gateway the client uses.
+        let router_mac = st
+            .topo
+            .network_ports(&port.network_id)
+            .find(|q| {
+                q.is_router_interface() && q.fixed_ips.iter().any(|f| f.subnet_id == subnet.id)
+            })
+            .map(|q| q.mac_address.0);
+        let server_ip = subnet
+            .gateway_ip
+            .or_else(|| subnet.cidr.hosts().last())
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        DhcpPortContext {
+            port_mac: EthernetAddress(port.mac_address.0),
+            port_ip: ip,
+            subnet: DhcpSubnet {
+                cidr: subnet.cidr,
+                gateway: subnet.gateway_ip,
+                dns_nameservers: subnet.dns_nameservers.clone(),
+                host_routes: subnet
+                    .host_routes
+                    .iter()
+                    .map(|r| wyvern_apps::HostRoute {
+                        destination: r.destination,
+                        nexthop: r.nexthop,
+                    })
+                    .collect(),
+                network_mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+            },
+            server_ip,
+            server_mac: EthernetAddress(router_mac.unwrap_or(cfg.dhcp_server_mac)),
+        }
+    };
+    match wyvern_apps::handle_dhcp(&p.data, &ctx, &cfg.dhcp) {
+        Ok(outcome) => {
+            match outcome.reply_kind() {
+                Some(kind) => stats.bump(format!("dhcp_reply:{}", kind.label())),
+                None => stats.bump(format!("dhcp_request:{}", outcome.request.label())),
+            }
+            if let Some(frame) = outcome.reply_frame() {
+                send_out(ctrl, stats, in_port, frame.to_vec());
+            }
+        }
+        Err(drop) => stats.bump(format!("dhcp_drop:{}", drop.label())),
+    }
+}
+
+fn ttl_expired(ctrl: &LocalController, stats: &AppStats, p: &PacketIn, in_port: u32) {
+    let Ok(sum) = wyvern_apps::parse_packet_in(&p.data) else {
+        stats.bump("packet_in_drop:malformed");
+        return;
+    };
+    // The router answers from the interface the packet was addressed to.
+    let iface_ip = {
+        let st = ctrl.state().read().unwrap_or_else(|e| e.into_inner());
+        let router = reg(p, Field::Reg(crate::REG_ROUTER))
+            .and_then(|k| st.compiler.router_by_key(RouterKey(k)));
+        router.and_then(|r| {
+            st.topo
+                .router_interfaces(&r)
+                .find(|i| i.mac_address.0 == sum.eth_dst.0)
+                .and_then(|i| i.fixed_ips.first().map(|f| f.ip_address))
+        })
+    };
+    let Some(ip) = iface_ip else {
+        stats.bump("icmp_drop:unknown_router");
+        return;
+    };
+    match wyvern_apps::icmp_time_exceeded(&p.data, ip, sum.eth_dst) {
+        Some(reply) => {
+            stats.bump("icmp_time_exceeded");
+            send_out(ctrl, stats, in_port, reply);
+        }
+        None => stats.bump("icmp_drop:no_time_exceeded"),
+    }
+}
+
+async fn l3_miss(
+    ctrl: &LocalController,
+    cfg: &AppsConfig,
+    stats: &AppStats,
+    p: &PacketIn,
+    in_port: u32,
+) {
+    let Ok(sum) = wyvern_apps::parse_packet_in(&p.data) else {
+        stats.bump("packet_in_drop:malformed");
+        return;
+    };
+    let Some(ip) = sum.ipv4 else { return };
+    let flow = {
+        let mut st = ctrl.state().write().unwrap_or_else(|e| e.into_inner());
+        let router = reg(p, Field::Reg(crate::REG_ROUTER))
+            .and_then(|k| st.compiler.router_by_key(RouterKey(k)));
+        let crate::State { topo, compiler, .. } = &mut *st;
+        router.and_then(|r| compiler.reactive_route(topo, r, ip.dst))
+    };
+    let Some(flow) = flow else {
+        stats.bump("l3_drop:unknown_host");
+        return;
+    };
+    let Ok(mut desired) = wyvern_ofpipe::map_flow(&flow) else {
+        stats.bump("l3_drop:unmappable");
+        return;
+    };
+    desired.idle_timeout = cfg.reactive_idle_timeout;
+    let Some(sw) = ctrl.ofctrl().switch() else {
+        stats.bump("l3_drop:no_switch");
+        return;
+    };
+    // Flow first, then a barrier, then the packet through the pipeline again: it meets the
+    // new flow and is delivered, never lost.
+    if sw
+        .send(&Message::FlowMod(desired.flow_mod(FlowModCommand::Add)))
+        .is_err()
+        || sw.barrier().await.is_err()
+    {
+        stats.bump("l3_drop:disconnected");
+        return;
+    }
+    stats.bump("reactive_flow_installed");
+    let po = PacketOut {
+        buffer_id: NO_BUFFER,
+        in_port: PortNo(in_port),
+        actions: vec![Action::Output {
+            port: PortNo::TABLE,
+            max_len: 0,
+        }],
+        data: p.data.clone(),
+    };
+    if sw.packet_out(po).is_err() {
+        stats.bump("packet_out_failed:disconnected");
+    }
+}
