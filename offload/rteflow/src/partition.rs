@@ -596,6 +596,10 @@ fn root<'a>(
             None => b.software(f, Reason::NeedsLogicalMetadata(FieldKind::InPort)),
         }
     }
+    let by_ofport: BTreeMap<u32, (u32, u32, u32)> = inports
+        .iter()
+        .map(|(pk, (of, nk))| (*of, (*pk, *of, *nk)))
+        .collect();
     for f in flows.iter().copied().filter(|f| f.stage == Stage::Classify) {
         if !b.cfg_serves(port, f) {
             continue;
@@ -604,10 +608,11 @@ fn root<'a>(
             decap(b, f);
             continue;
         }
-        let Some((&pk, &(of, nk))) = inports
-            .iter()
-            .find(|(_, (of, _))| f.matches.contains(&Match::PhysInPort(*of)))
-        else {
+        let phys = f.matches.iter().find_map(|m| match m {
+            Match::PhysInPort(p) => Some(*p),
+            _ => None,
+        });
+        let Some(&(pk, of, nk)) = phys.and_then(|p| by_ofport.get(&p)) else {
             b.software(f, Reason::UnsupportedAction(actions_text(f)));
             continue;
         };
@@ -826,10 +831,10 @@ fn prune_unreachable(b: &mut Builder<'_>) {
                     steered_by: None,
                 };
             }
-            Outcome::Software { steered_by, .. } => {
-                if steered_by.as_ref().is_some_and(|i| !rules.contains_key(i)) {
-                    *steered_by = None;
-                }
+            Outcome::Software { steered_by, .. }
+                if steered_by.as_ref().is_some_and(|i| !rules.contains_key(i)) =>
+            {
+                *steered_by = None;
             }
             _ => {}
         }

@@ -24,14 +24,14 @@ fn plan_of(d: &Demo, cfg: &OffloadConfig, port: u16, caps: &PortCaps) -> (Vec<Fl
     (flows, plan)
 }
 
-fn find<'a>(flows: &'a [Flow], stage: Stage, pred: impl Fn(&Flow) -> bool) -> Vec<&'a Flow> {
+fn find(flows: &[Flow], stage: Stage, pred: impl Fn(&Flow) -> bool) -> Vec<&Flow> {
     flows
         .iter()
         .filter(|f| f.stage == stage && pred(f))
         .collect()
 }
 
-fn one<'a>(flows: &'a [Flow], stage: Stage, pred: impl Fn(&Flow) -> bool) -> &'a Flow {
+fn one(flows: &[Flow], stage: Stage, pred: impl Fn(&Flow) -> bool) -> &Flow {
     let v = find(flows, stage, pred);
     assert_eq!(v.len(), 1, "expected one {stage} flow, got {v:#?}");
     v[0]
@@ -722,8 +722,8 @@ impl FlowDevice for FakeDev {
                 group_name(t)
             );
         }
-        if s.eth_dst.is_some() && s.eth_dst == nic.refuse_dst {
-            *nic.refused.entry(s.eth_dst.unwrap()).or_insert(0) += 1;
+        if let Some(dst) = s.eth_dst.filter(|d| Some(*d) == nic.refuse_dst) {
+            *nic.refused.entry(dst).or_insert(0) += 1;
             return Err(RteError::Flow {
                 op: "create flow rule",
                 port: self.port,
