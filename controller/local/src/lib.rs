@@ -29,10 +29,16 @@ use wyvern_model::{ModelConfig, Topology};
 use wyvern_openflow::conn::{ConnError, ListenAddr, Listener, SwitchConfig, SwitchEvent};
 use wyvern_openflow::ofctrl::{Completion, Ofctrl};
 use wyvern_ovsdb::{BindingEvent, BindingWatch, BridgeConfig, Client, DatapathType, Remote};
-use wyvern_pipeline::{Bindings, CompileConfig, CompileError, Compiler, Delta};
-use wyvern_store::{Revision, Store, StoreError};
+use wyvern_pipeline::{Bindings, CompileConfig, CompileError, Compiler, Delta, KeyKind};
+use wyvern_store::{Revision, Store, StoreError, Txn};
 
 use crate::mirror::{change_from_events, decode, MODEL_PREFIX};
+
+/// Where this host's keys live in the store: `/wyvern/local/keys/<kind>/<uuid>` = key.
+/// Outside the model prefix on purpose: they are host-local and never synced to others.
+pub const KEYS_PREFIX: &str = "/wyvern/local/keys/";
+
+type KeyChanges = Vec<(KeyKind, Uuid, Option<u32>)>;
 
 /// Settings of the local controller.
 #[derive(Debug, Clone)]
@@ -103,6 +109,7 @@ pub struct LocalController {
     status: Arc<Status>,
     ofctrl: Ofctrl,
     listen: Option<ListenAddr>,
+    keys_tx: mpsc::UnboundedSender<KeyChanges>,
 }
 
 impl LocalController {
@@ -131,11 +138,31 @@ impl LocalController {
             compiler: Compiler::new(cfg.compile),
         }));
         let status = Arc::new(Status::default());
+        // Keys from the previous run first: the same numbering means the same flows, so a
+        // restart changes nothing on the switch that was right.
+        let (keys, _) = store.range(KEYS_PREFIX).await?;
+        let restored: Vec<(KeyKind, Uuid, u32)> = keys
+            .iter()
+            .filter_map(|kv| {
+                let rest = kv.key.strip_prefix(KEYS_PREFIX)?;
+                let (kind, id) = rest.split_once('/')?;
+                let k = std::str::from_utf8(&kv.value).ok()?.parse().ok()?;
+                Some((KeyKind::parse(kind)?, id.parse().ok()?, k))
+            })
+            .collect();
+        state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .compiler
+            .restore_keys(restored);
+        let (keys_tx, keys_rx) = mpsc::unbounded_channel();
+        tokio::spawn(persist_keys(store.clone(), keys_rx));
         let this = LocalController {
             state,
             status,
             ofctrl,
             listen: listen.clone(),
+            keys_tx,
         };
 
         let revision = this.resync(store.as_ref()).await?;
@@ -206,6 +233,7 @@ impl LocalController {
                 compiler,
             } = &mut *st;
             compiler.full(topo, bindings)?;
+            let _ = self.keys_tx.send(compiler.take_key_changes());
             wyvern_ofpipe::map_all(compiler.flows(), compiler.groups())?
         };
         self.status.full_compiles.fetch_add(1, Ordering::Relaxed);
@@ -381,7 +409,9 @@ impl LocalController {
                     }
                 }
             }
-            compiler.update(topo, bindings, &change)
+            let delta = compiler.update(topo, bindings, &change);
+            let _ = self.keys_tx.send(compiler.take_key_changes());
+            delta
         };
         for e in errors {
             self.status.mirror_errors.fetch_add(1, Ordering::Relaxed);
@@ -435,11 +465,34 @@ impl LocalController {
             if !changed {
                 return;
             }
-            compiler.binding_changed(topo, bindings, port)
+            let delta = compiler.binding_changed(topo, bindings, port);
+            let _ = self.keys_tx.send(compiler.take_key_changes());
+            delta
         };
         match delta {
             Ok(delta) => self.push(&delta, revision),
             Err(e) => tracing::error!(error = %e, "failed to compile a binding change"),
+        }
+    }
+}
+
+/// Writes key allocations to the store, in order, one transaction per compile.
+async fn persist_keys(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<KeyChanges>) {
+    while let Some(changes) = rx.recv().await {
+        if changes.is_empty() {
+            continue;
+        }
+        let mut txn = Txn::new();
+        for (kind, id, k) in changes {
+            let key = format!("{KEYS_PREFIX}{}/{id}", kind.as_str());
+            txn = match k {
+                Some(k) => txn.put(key, k.to_string()),
+                None => txn.delete(key),
+            };
+        }
+        if let Err(e) = store.txn(txn).await {
+            // Losing this only costs renumbered flows after the next restart.
+            tracing::warn!(error = %e, "failed to persist pipeline keys");
         }
     }
 }

@@ -92,6 +92,8 @@ impl Bindings {
 struct KeyMap {
     by_id: HashMap<Uuid, u32>,
     by_key: HashMap<u32, Uuid>,
+    /// Allocations (`Some`) and releases (`None`) not yet taken by the caller.
+    changes: Vec<(Uuid, Option<u32>)>,
     free: BTreeSet<u32>,
     next: u32,
 }
@@ -110,12 +112,29 @@ impl KeyMap {
         };
         self.by_id.insert(id, k);
         self.by_key.insert(k, id);
+        self.changes.push((id, Some(k)));
         k
+    }
+    /// Takes back a key allocated in an earlier run (before anything else is allocated).
+    fn restore(&mut self, id: Uuid, k: u32) {
+        if k == 0 || self.by_key.contains_key(&k) || self.by_id.contains_key(&id) {
+            return;
+        }
+        self.by_id.insert(id, k);
+        self.by_key.insert(k, id);
+        self.free.remove(&k);
+        while self.next < k {
+            self.next += 1;
+            if !self.by_key.contains_key(&self.next) {
+                self.free.insert(self.next);
+            }
+        }
     }
     fn release(&mut self, id: &Uuid) {
         if let Some(k) = self.by_id.remove(id) {
             self.by_key.remove(&k);
             self.free.insert(k);
+            self.changes.push((*id, None));
         }
     }
     fn retain(&mut self, mut keep: impl FnMut(&Uuid) -> bool) {
@@ -123,6 +142,32 @@ impl KeyMap {
         for id in gone {
             self.release(&id);
         }
+    }
+}
+
+/// The kind of object a host-local key numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyKind {
+    Network,
+    Port,
+    Router,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Network => "network",
+            KeyKind::Port => "port",
+            KeyKind::Router => "router",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "network" => KeyKind::Network,
+            "port" => KeyKind::Port,
+            "router" => KeyKind::Router,
+            _ => return None,
+        })
     }
 }
 
@@ -224,6 +269,37 @@ impl Compiler {
     /// The logical network behind a network key.
     pub fn network_by_key(&self, key: NetKey) -> Option<Uuid> {
         self.nets.by_key.get(&key.0).copied()
+    }
+
+    /// Gives back keys persisted by an earlier run, so that a restarted controller numbers
+    /// everything as before and the switch's correct flows stay untouched. Call before the
+    /// first compile.
+    pub fn restore_keys(&mut self, keys: impl IntoIterator<Item = (KeyKind, Uuid, u32)>) {
+        for (kind, id, k) in keys {
+            self.keymap(kind).restore(id, k);
+        }
+    }
+
+    /// Keys allocated (`Some`) or released (`None`) since the last call: what to persist.
+    pub fn take_key_changes(&mut self) -> Vec<(KeyKind, Uuid, Option<u32>)> {
+        let mut out = Vec::new();
+        for kind in [KeyKind::Network, KeyKind::Port, KeyKind::Router] {
+            out.extend(
+                self.keymap(kind)
+                    .changes
+                    .drain(..)
+                    .map(|(id, k)| (kind, id, k)),
+            );
+        }
+        out
+    }
+
+    fn keymap(&mut self, kind: KeyKind) -> &mut KeyMap {
+        match kind {
+            KeyKind::Network => &mut self.nets,
+            KeyKind::Port => &mut self.ports,
+            KeyKind::Router => &mut self.routers,
+        }
     }
 
     /// Recompiles everything and returns the difference to what was compiled before.

@@ -8,7 +8,7 @@ pub mod ir;
 pub mod stage;
 
 pub use check::{check_flow, CheckError};
-pub use compile::{Bindings, CompileConfig, CompileError, Compiler, Delta, L3Mode};
+pub use compile::{Bindings, CompileConfig, CompileError, Compiler, Delta, KeyKind, L3Mode};
 pub use interp::{Interpreter, Packet, Trace, Verdict};
 pub use ir::{
     Action, FieldKind, FloodGroup, Flow, Match, NetKey, Owner, PortKey, PuntReason, RouterKey,
