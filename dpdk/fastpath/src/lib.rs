@@ -123,7 +123,7 @@ impl Default for Config {
 pub struct FastPath<'p> {
     ports: &'p [Port],
     ofports: Vec<u32>,
-    by_ofport: HashMap<u32, usize>,
+    by_ofport: OfportIndex,
     pool: &'p Mempool,
     engine: Arc<Mutex<Engine>>,
     cfg: Config,
@@ -153,12 +153,13 @@ impl<'p> FastPath<'p> {
                 ofports: ofports.len(),
             });
         }
-        let mut by_ofport = HashMap::new();
+        let mut seen = HashMap::new();
         for (i, o) in ofports.iter().enumerate() {
-            if by_ofport.insert(*o, i).is_some() {
+            if seen.insert(*o, i).is_some() {
                 return Err(FastPathError::DuplicateOfport { ofport: *o });
             }
         }
+        let by_ofport = OfportIndex::new(ofports);
         let (punt_tx, punt_rx) = mpsc::sync_channel(cfg.punt_capacity);
         let (inject_tx, inject_rx) = mpsc::sync_channel(cfg.inject_capacity);
         let burst = usize::from(cfg.burst);
@@ -254,8 +255,8 @@ impl<'p> FastPath<'p> {
 
     fn dispatch(&mut self, eng: &Engine, m: Mbuf<'p>, verdict: Verdict, in_port: u32) {
         match verdict {
-            Verdict::Output(Out::Port(p)) => match self.by_ofport.get(&p) {
-                Some(&i) => self.tx[i].push(m),
+            Verdict::Output(Out::Port(p)) => match self.by_ofport.get(p) {
+                Some(i) => self.tx[i].push(m),
                 None => {
                     self.stats.no_port += 1;
                     self.free.push(m);
@@ -265,7 +266,7 @@ impl<'p> FastPath<'p> {
                 let targets = eng.flood_group(network);
                 let mut last: Option<usize> = None;
                 for p in targets.iter().copied().filter(|p| *p != except) {
-                    let Some(&i) = self.by_ofport.get(&p) else {
+                    let Some(i) = self.by_ofport.get(p) else {
                         self.stats.no_port += 1;
                         continue;
                     };
@@ -317,7 +318,7 @@ impl<'p> FastPath<'p> {
     }
 
     fn send_locked(&mut self, ofport: u32, frame: &[u8]) -> Result<(), FastPathError> {
-        let Some(&i) = self.by_ofport.get(&ofport) else {
+        let Some(i) = self.by_ofport.get(ofport) else {
             self.stats.no_port += 1;
             return Err(FastPathError::NoSuchPort { ofport });
         };
@@ -370,4 +371,31 @@ fn copy_mbuf<'p>(pool: &'p Mempool, data: &[u8]) -> Result<Mbuf<'p>, RteError> {
     let mut c = pool.alloc()?;
     c.extend_from_slice(data)?;
     Ok(c)
+}
+
+/// Switch port -> index of its DPDK port, looked up once per output frame: a linear scan
+/// for the usual handful of ports (cheaper than hashing), a hash map beyond that.
+enum OfportIndex {
+    Few(Vec<u32>),
+    Many(HashMap<u32, usize>),
+}
+
+impl OfportIndex {
+    const FEW: usize = 16;
+
+    fn new(ofports: &[u32]) -> Self {
+        if ofports.len() <= Self::FEW {
+            OfportIndex::Few(ofports.to_vec())
+        } else {
+            OfportIndex::Many(ofports.iter().enumerate().map(|(i, o)| (*o, i)).collect())
+        }
+    }
+
+    #[inline]
+    fn get(&self, ofport: u32) -> Option<usize> {
+        match self {
+            OfportIndex::Few(v) => v.iter().position(|o| *o == ofport),
+            OfportIndex::Many(m) => m.get(&ofport).copied(),
+        }
+    }
 }

@@ -10,6 +10,7 @@ use wyvern_pipeline::{
     Action, Delta, FieldKind, FloodGroup, Miss, NetKey, PortKey, PuntReason, Stage, STAGES,
 };
 
+use crate::cache::{FlowCache, FlowKey, Recording, Rewrite, DEFAULT_CACHE_SLOTS};
 use crate::key::{from_ir_match, full_mask, mac_u64, slot, FieldMatch, PacketKey};
 use crate::table::{EntryStore, Table, TableShape};
 use crate::wire::{ArpPacket, EthernetFrame, Headers, Ipv4Packet};
@@ -215,7 +216,6 @@ impl Slab {
 /// Software match-action tables for the pipeline. `process` takes `&mut self` (counters);
 /// a front end that writes entries from another thread shares the engine behind a mutex
 /// and the datapath takes the lock once per burst.
-#[derive(Default)]
 pub struct Engine {
     tables: [Table; NUM_STAGES],
     slab: Slab,
@@ -225,6 +225,7 @@ pub struct Engine {
     groups: HashMap<NetKey, Vec<u32>>,
     next_seq: u64,
     shadowed: usize,
+    cache: FlowCache,
 }
 
 impl std::fmt::Debug for Engine {
@@ -237,10 +238,48 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            tables: Default::default(),
+            slab: Slab::default(),
+            by_key: HashMap::new(),
+            misses: [Counters::default(); NUM_STAGES],
+            groups: HashMap::new(),
+            next_seq: 0,
+            shadowed: 0,
+            cache: FlowCache::new(DEFAULT_CACHE_SLOTS),
+        }
+    }
+}
+
+/// Flow-cache effectiveness since the engine was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub slots: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
 impl Engine {
     /// An engine with empty tables: every stage does its declared miss.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Resizes the exact-match flow cache (`0` turns it off: every packet then walks the
+    /// tables). Cached flows are forgotten.
+    pub fn set_flow_cache(&mut self, slots: usize) {
+        self.cache = FlowCache::new(slots);
+    }
+
+    /// Flow-cache size, hits and misses.
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            slots: self.cache.capacity(),
+            hits: self.cache.hits,
+            misses: self.cache.misses,
+        }
     }
 
     /// Builds every table from compiled IR flows and the flood groups. Flows are installed
@@ -398,6 +437,7 @@ impl Engine {
         };
         self.tables[stage.index()].insert(idx, &self.slab);
         self.by_key.insert(map_key, idx);
+        self.cache.invalidate();
         Ok(self.slab.id(idx))
     }
 
@@ -427,6 +467,7 @@ impl Engine {
     pub fn remove_id(&mut self, id: EntryId) -> Result<Entry, EngineError> {
         let stage = self.slab.get(id).ok_or(EngineError::StaleId { id })?.stage;
         self.tables[stage.index()].remove(id.index, &self.slab);
+        self.cache.invalidate();
         let slot = &mut self.slab.slots[id.index as usize];
         let stored = slot.data.take().ok_or(EngineError::StaleId { id })?;
         slot.generation = slot.generation.wrapping_add(1);
@@ -453,6 +494,7 @@ impl Engine {
         if let Some(s) = self.slab.slots[id.index as usize].data.as_mut() {
             s.entry.actions = check.actions;
         }
+        self.cache.invalidate();
         Ok(id)
     }
 
@@ -530,9 +572,11 @@ impl Engine {
         ports.sort_unstable();
         ports.dedup();
         self.groups.insert(network, ports);
+        self.cache.invalidate();
     }
 
     pub fn remove_flood_group(&mut self, network: NetKey) -> Option<Vec<u32>> {
+        self.cache.invalidate();
         self.groups.remove(&network)
     }
 
@@ -562,14 +606,45 @@ impl Engine {
                 cause: DropCause::Malformed,
             };
         };
-        let mut key = extract(frame, &h, meta);
         let bytes = frame.len() as u64;
+        if !self.cache.enabled() {
+            let key = extract(frame, &h, meta);
+            let mut rec = Recording::default();
+            return self.walk(frame, &h, key, meta, bytes, &mut rec);
+        }
+        let fk = flow_key(frame, &h, meta);
+        let (slot, hash) = self.cache.find(&fk);
+        if let Some(slot) = slot {
+            let rec = self.cache.recording(slot);
+            return replay(rec, &mut self.slab, &mut self.misses, frame, &h, bytes);
+        }
+        let key = extract(frame, &h, meta);
+        let mut rec = Recording::default();
+        let verdict = self.walk(frame, &h, key, meta, bytes, &mut rec);
+        if !rec.overflow {
+            rec.verdict = Some(verdict);
+            self.cache.put(&fk, hash, rec);
+        }
+        verdict
+    }
+
+    /// The tables' walk for one packet, recording what it does for the flow cache.
+    fn walk(
+        &mut self,
+        frame: &mut [u8],
+        h: &Headers,
+        mut key: PacketKey,
+        meta: Meta,
+        bytes: u64,
+        rec: &mut Recording,
+    ) -> Verdict {
         let mut stage = Stage::Classify;
         // Stages only go forward (validated at insert), so this bound is never reached.
         for _ in 0..=NUM_STAGES {
             let si = stage.index();
             let Some(idx) = self.tables[si].lookup(&key, &self.slab) else {
                 self.misses[si].add(bytes);
+                rec.miss(si);
                 match STAGES[si].miss {
                     Miss::Drop => {
                         return Verdict::Drop {
@@ -587,6 +662,7 @@ impl Engine {
                 break;
             };
             stored.counters.add(bytes);
+            rec.hit(idx);
             let mut next = None;
             for a in &stored.entry.actions {
                 match *a {
@@ -595,15 +671,13 @@ impl Engine {
                     Action::SetOutPort(k) => key.set(FieldKind::OutPort, k.0.into()),
                     Action::SetRouter(k) => key.set(FieldKind::Router, k.0.into()),
                     Action::SetEthSrc(m) => {
-                        if let Ok(mut e) = EthernetFrame::new_checked(&mut *frame) {
-                            e.set_src(m);
-                        }
+                        apply_rewrite(frame, h, Rewrite::EthSrc(m));
+                        rec.rewrite(Rewrite::EthSrc(m));
                         key.set(FieldKind::EthSrc, mac_u64(m));
                     }
                     Action::SetEthDst(m) => {
-                        if let Ok(mut e) = EthernetFrame::new_checked(&mut *frame) {
-                            e.set_dst(m);
-                        }
+                        apply_rewrite(frame, h, Rewrite::EthDst(m));
+                        rec.rewrite(Rewrite::EthDst(m));
                         key.set(FieldKind::EthDst, mac_u64(m));
                     }
                     Action::DecTtl => {
@@ -614,6 +688,7 @@ impl Engine {
                         match ip {
                             Some(mut ip) if ip.ttl() > 1 => {
                                 ip.dec_ttl();
+                                rec.rewrite(Rewrite::DecTtl);
                                 key.set(FieldKind::IpTtl, ip.ttl().into());
                             }
                             _ => {
@@ -625,18 +700,8 @@ impl Engine {
                         }
                     }
                     Action::ArpReply { mac } => {
-                        if let Some(off) = h.arp {
-                            if let Ok(mut e) = EthernetFrame::new_checked(&mut *frame) {
-                                let src = e.src();
-                                e.set_dst(src);
-                                e.set_src(mac);
-                            }
-                            if let Some(Ok(mut arp)) =
-                                frame.get_mut(off..).map(ArpPacket::new_checked)
-                            {
-                                arp.make_reply(mac);
-                            }
-                        }
+                        apply_rewrite(frame, h, Rewrite::ArpReply(mac));
+                        rec.rewrite(Rewrite::ArpReply(mac));
                         return Verdict::Output(Out::Port(meta.in_port));
                     }
                     Action::Punt(reason) => {
@@ -677,6 +742,117 @@ impl Engine {
         Verdict::Drop {
             stage,
             cause: DropCause::Flow,
+        }
+    }
+}
+
+/// A cache hit: count what the walk counted, redo its rewrites, same verdict.
+#[inline]
+fn replay(
+    rec: &Recording,
+    slab: &mut Slab,
+    misses: &mut [Counters; NUM_STAGES],
+    frame: &mut [u8],
+    h: &Headers,
+    bytes: u64,
+) -> Verdict {
+    for &idx in &rec.hits[..usize::from(rec.n_hits)] {
+        if let Some(s) = slab.slots[idx as usize].data.as_mut() {
+            s.counters.add(bytes);
+        }
+    }
+    let mut m = rec.misses;
+    while m != 0 {
+        misses[m.trailing_zeros() as usize].add(bytes);
+        m &= m - 1;
+    }
+    for rw in &rec.rewrites[..usize::from(rec.n_rewrites)] {
+        apply_rewrite(frame, h, *rw);
+    }
+    rec.verdict.unwrap_or(Verdict::Drop {
+        stage: Stage::Classify,
+        cause: DropCause::Flow,
+    })
+}
+
+/// The flow cache's key for a parsed frame (see [`FlowKey`] for the layout).
+#[inline]
+fn flow_key(frame: &[u8], h: &Headers, meta: Meta) -> FlowKey {
+    let be48 = |at: usize| {
+        let b = &frame[at..at + 6];
+        u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
+    };
+    let be32 = |at: usize| {
+        let b = &frame[at..at + 4];
+        u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let be16 = |at: usize| u64::from(u16::from_be_bytes([frame[at], frame[at + 1]]));
+    let mut w = [0u64; 8];
+    let mut present = 0u64;
+    if let Some(t) = meta.tun_id {
+        present |= 1;
+        w[1] = t.into();
+    }
+    w[1] |= u64::from(h.eth_type) << 32;
+    w[2] = be48(0);
+    w[3] = be48(6);
+    if let Some(a) = h.arp {
+        present |= 2;
+        w[5] = be16(a + 6) << 32;
+        w[6] = be32(a + 14) | be32(a + 24) << 32;
+        w[7] = be48(a + 8);
+    }
+    if let Some(ip) = h.ipv4 {
+        present |= 4;
+        w[1] |= u64::from(frame[ip + 9]) << 48 | u64::from(frame[ip + 8]) << 56;
+        w[4] = be32(ip + 12) | be32(ip + 16) << 32;
+    }
+    if let Some(u) = h.udp {
+        present |= 8;
+        w[5] |= be16(u) | be16(u + 2) << 16;
+    }
+    if let Some(i) = h.icmp {
+        present |= 16;
+        w[2] |= u64::from(frame[i]) << 48;
+    }
+    w[0] = u64::from(meta.in_port) | present << 32;
+    FlowKey(w)
+}
+
+/// Applies one rewrite to a parsed frame (offsets from `h`, checked by the parser).
+#[inline]
+fn apply_rewrite(frame: &mut [u8], h: &Headers, rw: Rewrite) {
+    match rw {
+        Rewrite::EthSrc(m) => {
+            if let Ok(mut e) = EthernetFrame::new_checked(&mut *frame) {
+                e.set_src(m);
+            }
+        }
+        Rewrite::EthDst(m) => {
+            if let Ok(mut e) = EthernetFrame::new_checked(&mut *frame) {
+                e.set_dst(m);
+            }
+        }
+        Rewrite::DecTtl => {
+            if let Some(Ok(mut ip)) = h
+                .ipv4
+                .and_then(|off| frame.get_mut(off..))
+                .map(Ipv4Packet::new_checked)
+            {
+                ip.dec_ttl();
+            }
+        }
+        Rewrite::ArpReply(mac) => {
+            if let Some(off) = h.arp {
+                if let Ok(mut e) = EthernetFrame::new_checked(&mut *frame) {
+                    let src = e.src();
+                    e.set_dst(src);
+                    e.set_src(mac);
+                }
+                if let Some(Ok(mut arp)) = frame.get_mut(off..).map(ArpPacket::new_checked) {
+                    arp.make_reply(mac);
+                }
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 //!   direct counters, flood groups, and [`Engine::process`] for one frame.
 //! - [`packet`]: frames to and from the IR interpreter's abstract packet.
 
+pub mod cache;
 pub mod engine;
 pub mod key;
 pub mod packet;
@@ -14,7 +15,8 @@ pub mod table;
 pub mod wire;
 
 pub use engine::{
-    Counters, DropCause, Engine, EngineError, Entry, EntryId, EntryRef, Meta, Out, Verdict,
+    CacheStats, Counters, DropCause, Engine, EngineError, Entry, EntryId, EntryRef, Meta, Out,
+    Verdict,
 };
 pub use key::{FieldMatch, PacketKey};
 pub use table::{TableKind, TableShape};

@@ -246,10 +246,14 @@ impl Table {
                     s.shape.len() == first.len()
                         && s.shape.iter().zip(first.iter()).all(|(a, b)| a.0 == b.0)
                 });
-                let varying: Vec<usize> = (0..first.len())
-                    .filter(|i| many.iter().any(|s| s.shape[*i].1 != first[*i].1))
-                    .collect();
-                if same_fields && varying.len() == 1 {
+                let varying = if same_fields {
+                    (0..first.len())
+                        .filter(|i| many.iter().any(|s| s.shape[*i].1 != first[*i].1))
+                        .count()
+                } else {
+                    0
+                };
+                if varying == 1 {
                     TableKind::Lpm
                 } else {
                     TableKind::Ternary

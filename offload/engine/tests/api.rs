@@ -103,6 +103,8 @@ fn longest_prefix_wins_and_removal_falls_back() {
     assert_eq!(e.shape(Stage::L3Lookup).kind, TableKind::Lpm);
     assert_eq!(e.shape(Stage::L3Lookup).subtables, 3);
     assert_eq!(e.shape(Stage::Egress).kind, TableKind::Exact);
+    assert_eq!(e.shape(Stage::Classify).kind, TableKind::Exact);
+    assert_eq!(e.shape(Stage::Dhcp).kind, TableKind::Empty);
     assert_eq!(send(&mut e, "10.1.2.3"), Verdict::Output(Out::Port(4)));
     assert_eq!(send(&mut e, "10.1.2.4"), Verdict::Output(Out::Port(3)));
     assert_eq!(send(&mut e, "10.9.9.9"), Verdict::Output(Out::Port(2)));
@@ -243,6 +245,8 @@ fn equal_priorities_resolve_to_the_first_installed_and_empty_actions_drop() {
         Entry::new(6, vec![FieldMatch::exact(F::Router, 1)], vec![]),
     )
     .unwrap();
+    assert_eq!(e.shape(Stage::L3Lookup).kind, TableKind::Ternary);
+    assert_eq!(e.shape(Stage::L3Lookup).subtables, 2);
     assert_eq!(
         send(&mut e, "10.1.0.1"),
         Verdict::Drop {

@@ -343,6 +343,7 @@ fn norm_engine(e: &Engine, v: Verdict, frame: &[u8], in_port: u32) -> Norm {
 fn engine_equals_interpreter_on_random_topologies_and_packets() {
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     let mut total = 0;
+    let mut cache_hits = 0;
     for seed in 0..24u64 {
         let s = build(seed);
         let flows: Vec<Flow> = s.w.compiler.flows().cloned().collect();
@@ -356,6 +357,9 @@ fn engine_equals_interpreter_on_random_topologies_and_packets() {
         );
         let Scenario { w, t } = s;
         let mut incremental = w.incremental;
+        // The incremental engine walks the tables for every packet; the full one replays
+        // its flow cache for every repeated key (each packet is sent twice below).
+        incremental.set_flow_cache(0);
         for stage in Stage::ALL {
             assert_eq!(
                 full.len(stage),
@@ -369,9 +373,17 @@ fn engine_equals_interpreter_on_random_topologies_and_packets() {
             let expected = norm_ref(reference.run(p).verdict);
             let mut frame = encode(&p, 240);
             let mut frame2 = frame.clone();
+            let mut again = frame.clone();
             let got = full.process(&mut frame, p.in_port);
             let got = norm_engine(&full, got, &frame, p.in_port);
             assert_eq!(got, expected, "seed {seed} packet {i}: {p:?}");
+            let replayed = full.process(&mut again, p.in_port);
+            assert_eq!(again, frame, "seed {seed} packet {i}: replayed rewrites");
+            let replayed = norm_engine(&full, replayed, &again, p.in_port);
+            assert_eq!(
+                replayed, expected,
+                "seed {seed} packet {i} (from the flow cache)"
+            );
             let got2 = incremental.process(&mut frame2, p.in_port);
             let got2 = norm_engine(&incremental, got2, &frame2, p.in_port);
             assert_eq!(
@@ -405,8 +417,14 @@ fn engine_equals_interpreter_on_random_topologies_and_packets() {
             *tally.entry(key).or_default() += 1;
             total += 1;
         }
+        cache_hits += full.cache_stats().hits;
+        assert_eq!(incremental.cache_stats().hits, 0);
     }
     println!("{total} packets: {tally:#?}");
+    assert!(
+        cache_hits >= total as u64,
+        "every second send hits the cache: {cache_hits}"
+    );
     // The packets exercised every path, so agreement means something.
     for k in [
         "flood",
@@ -459,7 +477,21 @@ fn counters_count_what_matched() {
     let c = e.counters(id).unwrap();
     assert_eq!(c.packets, 3);
     assert_eq!(c.bytes, 3 * frame.len() as u64);
+    assert!(
+        e.cache_stats().hits >= 2,
+        "repeats came from the cache, counted all the same"
+    );
     let mut f = frame.clone();
     e.process(&mut f, 4242);
     assert_eq!(e.miss_counters(Stage::Classify).packets, 1);
+    // A write invalidates cached flows: without its classify entry the port is unknown.
+    e.remove_id(id).unwrap();
+    let mut f = frame.clone();
+    assert_eq!(
+        e.process(&mut f, ofport),
+        wyvern_engine::Verdict::Drop {
+            stage: Stage::Classify,
+            cause: DropCause::Miss
+        }
+    );
 }

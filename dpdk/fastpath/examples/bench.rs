@@ -1,0 +1,366 @@
+//! Fast-path throughput on one core, as JSON: the compiled pipeline of a 5,000-port
+//! topology (100 networks x 50 ports, 10 routers) on two null PMD ports, and in the same
+//! run `dpdk-testpmd --forward-mode=io` on the same null ports (dpdk/bench-testpmd.sh),
+//! the ceiling.
+//!
+//! The null PMD hands out 64-byte frames of unspecified content, so every received frame
+//! is overwritten with a template packet before it enters the pipeline (a 60-byte copy,
+//! counted in our time): mode `l2` sends vm(net 0, port 0) <-> vm(net 0, port 1) unicast
+//! (classify, port_security, dispatch, l2_lookup, egress); mode `routed` sends
+//! vm(net 0) <-> vm(net 10) through router 0 (adds l3_lookup: TTL-1 with an incremental
+//! checksum and both MACs rewritten). Each mode runs with the engine's exact-match flow
+//! cache (repeated keys replay the recorded walk) and without it (every packet walks the
+//! tables). The engine-only rate (no DPDK) is reported too, and each window's CPU share
+//! (this machine is shared: `mpps_per_cpu_second` is the rate per second actually run).
+//!
+//! `cargo run --release -p wyvern-fastpath --example bench -- --seconds 5`
+
+#[path = "../tests/common/topo.rs"]
+mod topo;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rte::{Eal, Mempool, PoolConfig, Port, PortConf};
+use serde_json::{json, Value};
+use wyvern_engine::packet::encode;
+use wyvern_engine::{Engine, Verdict};
+use wyvern_fastpath::{Config, FastPath};
+use wyvern_pipeline::interp::Packet;
+use wyvern_pipeline::Stage;
+
+struct Args {
+    seconds: f64,
+    burst: u16,
+    nets: usize,
+    ports_per_net: usize,
+    routers: usize,
+    testpmd: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        seconds: 5.0,
+        burst: 32,
+        nets: 100,
+        ports_per_net: 50,
+        routers: 10,
+        testpmd: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        if k == "--no-testpmd" {
+            a.testpmd = false;
+            continue;
+        }
+        let v = it.next().with_context(|| format!("{k} needs a value"))?;
+        match k.as_str() {
+            "--seconds" => a.seconds = v.parse()?,
+            "--burst" => a.burst = v.parse()?,
+            "--nets" => a.nets = v.parse()?,
+            "--ports-per-net" => a.ports_per_net = v.parse()?,
+            "--routers" => a.routers = v.parse()?,
+            _ => bail!("unknown argument {k}"),
+        }
+    }
+    if a.routers == 0 || a.nets <= a.routers || a.ports_per_net < 2 {
+        bail!("need at least 2 ports per network and more networks than routers (routed mode)");
+    }
+    Ok(a)
+}
+
+/// One direction pair of template frames and the switch ports the DPDK ports stand for.
+struct Mode {
+    name: &'static str,
+    ofports: [u32; 2],
+    templates: [Vec<u8>; 2],
+    /// Stages a frame of this mode visits.
+    stages: &'static [&'static str],
+}
+
+fn modes(t: &topo::Built, routers: usize, ppn: usize) -> Result<Vec<Mode>> {
+    let a = &t.vms[0];
+    let b = &t.vms[1];
+    // Network `routers` is the next one on router 0 (network n sits on router n % routers).
+    let c = &t.vms[routers * ppn];
+    let gw_a = t.gateways[0].context("network 0 has a router")?;
+    let gw_c = t.gateways[routers].context("network with vm c has a router")?;
+    Ok(vec![
+        Mode {
+            name: "l2",
+            ofports: [a.ofport, b.ofport],
+            templates: [
+                encode(&Packet::ipv4(a.ofport, a.mac, b.mac, a.ip, b.ip, 64), 0),
+                encode(&Packet::ipv4(b.ofport, b.mac, a.mac, b.ip, a.ip, 64), 0),
+            ],
+            stages: &[
+                "classify",
+                "port_security",
+                "dispatch",
+                "l2_lookup",
+                "egress",
+            ],
+        },
+        Mode {
+            name: "routed",
+            ofports: [a.ofport, c.ofport],
+            templates: [
+                encode(&Packet::ipv4(a.ofport, a.mac, gw_a.mac, a.ip, c.ip, 64), 0),
+                encode(&Packet::ipv4(c.ofport, c.mac, gw_c.mac, c.ip, a.ip, 64), 0),
+            ],
+            stages: &[
+                "classify",
+                "port_security",
+                "dispatch",
+                "l2_lookup",
+                "l3_lookup",
+                "egress",
+            ],
+        },
+    ])
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let t0 = Instant::now();
+    let t = topo::build(args.nets, args.ports_per_net, args.routers);
+    let build_s = t0.elapsed().as_secs_f64();
+    let flows = t.flows();
+    let groups = t.groups();
+    let t1 = Instant::now();
+    let engine = Engine::from_ir(&flows, &groups)?;
+    let engine_build_s = t1.elapsed().as_secs_f64();
+    let tables: serde_json::Map<String, Value> = Stage::ALL
+        .iter()
+        .map(|s| {
+            let sh = engine.shape(*s);
+            (
+                s.name().to_string(),
+                json!({"entries": sh.entries, "subtables": sh.subtables, "kind": format!("{:?}", sh.kind)}),
+            )
+        })
+        .collect();
+    let modes = modes(&t, args.routers, args.ports_per_net)?;
+    let engine = Arc::new(Mutex::new(engine));
+
+    // Engine alone: the same templates processed from a buffer, no DPDK.
+    let mut engine_only = serde_json::Map::new();
+    for (m, cache) in modes.iter().flat_map(|m| [(m, true), (m, false)]) {
+        let mut eng = engine.lock().map_err(|_| anyhow::anyhow!("engine lock"))?;
+        eng.set_flow_cache(if cache { 4096 } else { 0 });
+        let n = 5_000_000u64;
+        let mut buf = m.templates[0].clone();
+        let cpu_before = thread_cpu_seconds();
+        let start = Instant::now();
+        let mut outputs = 0u64;
+        for _ in 0..n {
+            buf.copy_from_slice(&m.templates[0]);
+            if matches!(eng.process(&mut buf, m.ofports[0]), Verdict::Output(_)) {
+                outputs += 1;
+            }
+        }
+        let s = start.elapsed().as_secs_f64();
+        if outputs != n {
+            bail!(
+                "engine-only {}: {} of {n} frames were output",
+                m.name,
+                outputs
+            );
+        }
+        engine_only.insert(
+            format!("{}{}", m.name, if cache { "" } else { "_no_cache" }),
+            {
+                let cpu = thread_cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
+                json!({
+                    "mpps": n as f64 / s / 1e6,
+                    "ns_per_packet": s * 1e9 / n as f64,
+                    "cpu_share": cpu.map(|c| c / s),
+                    "cpu_ns_per_packet": cpu.map(|c| c * 1e9 / n as f64),
+                })
+            },
+        );
+    }
+
+    let prefix = format!("fp-bench-{}", std::process::id());
+    let result = run_dpdk(&args, &prefix, &engine, &modes);
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    let fastpath = result?;
+
+    let testpmd = if args.testpmd {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench-testpmd.sh");
+        let secs = format!("{}", args.seconds.ceil() as u64);
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(&secs)
+            .output()
+            .context("failed to run dpdk/bench-testpmd.sh")?;
+        if !out.status.success() {
+            bail!(
+                "bench-testpmd.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let line = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(line.trim()).context("testpmd JSON")?;
+        Some(v)
+    } else {
+        None
+    };
+    let ceiling = testpmd
+        .as_ref()
+        .and_then(|v| v["mpps"].as_f64())
+        .filter(|m| *m > 0.0);
+    let mut fp = fastpath;
+    if let (Some(c), Some(list)) = (ceiling, fp.as_array_mut()) {
+        for m in list {
+            let mpps = m["mpps"].as_f64().unwrap_or(0.0);
+            m["ratio_to_testpmd_io"] = json!(mpps / c);
+        }
+    }
+    let out = json!({
+        "bench": "wyvern-fastpath",
+        "cores": 1,
+        "burst": args.burst,
+        "seconds_per_mode": args.seconds,
+        "topology": {
+            "networks": args.nets,
+            "ports": t.vms.len(),
+            "routers": args.routers,
+            "flows": flows.len(),
+            "flood_groups": groups.len(),
+            "build_seconds": build_s,
+            "engine_build_seconds": engine_build_s,
+        },
+        "tables": tables,
+        "rx_rewrite": "each null-PMD frame is overwritten with the mode's 60-byte template before processing",
+        "engine_only": engine_only,
+        "fastpath": fp,
+        "testpmd_io": testpmd,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn run_dpdk(
+    args: &Args,
+    prefix: &str,
+    engine: &Arc<Mutex<Engine>>,
+    modes: &[Mode],
+) -> Result<Value> {
+    let eal = Eal::init(&[
+        "--no-huge",
+        "--no-pci",
+        "-m",
+        "512",
+        "--file-prefix",
+        prefix,
+        "--vdev=net_null0",
+        "--vdev=net_null1",
+        "-l",
+        "0",
+        "--no-telemetry",
+        "--log-level=warning",
+    ])?;
+    let pool = Mempool::pktmbuf_pool(
+        &eal,
+        "fp_bench",
+        &PoolConfig {
+            size: 16383,
+            cache_size: 256,
+            ..Default::default()
+        },
+    )?;
+    let mut ports = Vec::new();
+    for id in [0u16, 1] {
+        let mut p = Port::open(&eal, id)?;
+        p.configure(&PortConf {
+            rx_queues: 1,
+            tx_queues: 1,
+        })?;
+        p.setup_rx_queue(0, 1024, &pool)?;
+        p.setup_tx_queue(0, 1024)?;
+        p.start()?;
+        ports.push(p);
+    }
+    let mut results = Vec::new();
+    for (m, cache) in modes.iter().flat_map(|m| [(m, true), (m, false)]) {
+        engine
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine lock"))?
+            .set_flow_cache(if cache { 4096 } else { 0 });
+        for p in ports.iter_mut() {
+            p.reset_stats()?;
+        }
+        let (mut fp, _punts) = FastPath::new(
+            &ports,
+            &m.ofports,
+            &pool,
+            Arc::clone(engine),
+            Config {
+                burst: args.burst,
+                ..Config::default()
+            },
+        )?;
+        fp.set_rx_template(0, Some(m.templates[0].clone()));
+        fp.set_rx_template(1, Some(m.templates[1].clone()));
+        // Warm-up, then the measured window.
+        let warm = Instant::now();
+        while warm.elapsed() < Duration::from_millis(300) {
+            fp.poll();
+        }
+        let before = fp.stats();
+        let cpu_before = thread_cpu_seconds();
+        let start = Instant::now();
+        let limit = Duration::from_secs_f64(args.seconds);
+        let mut i = 0u32;
+        loop {
+            fp.poll();
+            i = i.wrapping_add(1);
+            if i % 1024 == 0 && start.elapsed() >= limit {
+                break;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = thread_cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
+        let s = fp.stats();
+        drop(fp);
+        let rx = s.rx - before.rx;
+        let tx = s.tx - before.tx;
+        let o0 = ports[0].stats()?.opackets;
+        let o1 = ports[1].stats()?.opackets;
+        results.push(json!({
+            "mode": m.name,
+            "flow_cache": cache,
+            "stages": m.stages,
+            "mpps": rx as f64 / secs / 1e6,
+            "cpu_share": cpu.map(|c| c / secs),
+            "mpps_per_cpu_second": cpu.map(|c| rx as f64 / c / 1e6),
+            "seconds": secs,
+            "rx": rx,
+            "tx": tx,
+            "tx_fraction": tx as f64 / rx.max(1) as f64,
+            "drops": s.drops() - before.drops(),
+            "punts": s.punts - before.punts,
+            "tx_full": s.tx_full - before.tx_full,
+            "port_opackets": [o0, o1],
+        }));
+    }
+    drop(ports);
+    drop(pool);
+    eal.cleanup()?;
+    Ok(Value::Array(results))
+}
+
+/// CPU time (user + system) of the calling thread, from /proc: the machine may be shared,
+/// so the report says how much of the window this thread really ran.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start after ") ".
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}

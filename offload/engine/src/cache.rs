@@ -1,0 +1,195 @@
+//! An exact-match flow cache in front of the tables (Open vSwitch's EMC idea): the
+//! pipeline's decision is a pure function of a packet's key (header fields, presence bits,
+//! in-port, tunnel id), so the first packet of a flow records what the tables did — the
+//! entries it hit, the stages it missed, the frame rewrites in order, the verdict — and
+//! later packets with the same key replay that record without a single table lookup.
+//! Counters stay exact (the replay counts the same entries), rewrites are redone on each
+//! frame (an incremental checksum update differs per frame), and any table write
+//! invalidates the whole cache by bumping a generation number.
+
+use wyvern_model::MacAddr;
+
+use crate::engine::Verdict;
+
+/// A frame rewrite, replayed in order on a cache hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rewrite {
+    EthSrc(MacAddr),
+    EthDst(MacAddr),
+    DecTtl,
+    ArpReply(MacAddr),
+}
+
+const MAX_REWRITES: usize = 6;
+const MAX_HITS: usize = 8;
+
+/// What one packet's walk through the tables did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Recording {
+    pub(crate) hits: [u32; MAX_HITS],
+    pub(crate) n_hits: u8,
+    /// Bit per stage index whose table missed.
+    pub(crate) misses: u8,
+    pub(crate) rewrites: [Rewrite; MAX_REWRITES],
+    pub(crate) n_rewrites: u8,
+    /// Too much to record: do not cache.
+    pub(crate) overflow: bool,
+    pub(crate) verdict: Option<Verdict>,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Recording {
+            hits: [0; MAX_HITS],
+            n_hits: 0,
+            misses: 0,
+            rewrites: [Rewrite::DecTtl; MAX_REWRITES],
+            n_rewrites: 0,
+            overflow: false,
+            verdict: None,
+        }
+    }
+}
+
+impl Recording {
+    #[inline]
+    pub(crate) fn hit(&mut self, idx: u32) {
+        match self.hits.get_mut(usize::from(self.n_hits)) {
+            Some(h) => {
+                *h = idx;
+                self.n_hits += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
+    #[inline]
+    pub(crate) fn miss(&mut self, stage_index: usize) {
+        self.misses |= 1 << stage_index;
+    }
+    #[inline]
+    pub(crate) fn rewrite(&mut self, r: Rewrite) {
+        match self.rewrites.get_mut(usize::from(self.n_rewrites)) {
+            Some(slot) => {
+                *slot = r;
+                self.n_rewrites += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
+}
+
+/// The cache's key: every header field the tables can match plus presence bits, in-port
+/// and tunnel id, packed into one cache line (absent fields are zero). Logical registers
+/// are not part of it: they are all unset when a packet enters the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct FlowKey(pub(crate) [u64; 8]);
+
+impl FlowKey {
+    #[inline]
+    fn hash(&self) -> usize {
+        const K: [u64; 8] = [
+            0x9e37_79b9_7f4a_7c15,
+            0xc2b2_ae3d_27d4_eb4f,
+            0x1656_67b1_9e37_79f9,
+            0x85eb_ca77_c2b2_ae63,
+            0x27d4_eb2f_1656_67c5,
+            0x94d0_49bb_1331_11eb,
+            0xbf58_476d_1ce4_e5b9,
+            0xff51_afd7_ed55_8ccd,
+        ];
+        // Independent multiplies (no dependency chain), then one final mix.
+        let mut h = 0u64;
+        for i in 0..8 {
+            h = h.wrapping_add((self.0[i] ^ K[7 - i]).wrapping_mul(K[i]));
+        }
+        h ^= h >> 31;
+        h = h.wrapping_mul(K[1]);
+        (h ^ (h >> 29)) as usize
+    }
+}
+
+struct CacheSlot {
+    generation: u64,
+    key: FlowKey,
+    rec: Recording,
+}
+
+/// Direct-mapped: a colliding flow simply replaces the previous one.
+pub(crate) struct FlowCache {
+    slots: Vec<CacheSlot>,
+    mask: usize,
+    /// Slots from an older generation are empty. Starts at 1: fresh slots hold 0.
+    generation: u64,
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+}
+
+/// Default number of cache slots (a power of two).
+pub const DEFAULT_CACHE_SLOTS: usize = 4096;
+
+impl FlowCache {
+    /// `slots` is rounded up to a power of two; 0 disables the cache.
+    pub(crate) fn new(slots: usize) -> Self {
+        let n = if slots == 0 {
+            0
+        } else {
+            slots.next_power_of_two()
+        };
+        FlowCache {
+            slots: (0..n)
+                .map(|_| CacheSlot {
+                    generation: 0,
+                    key: FlowKey::default(),
+                    rec: Recording::default(),
+                })
+                .collect(),
+            mask: n.saturating_sub(1),
+            generation: 1,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Forgets every cached flow (after any table write).
+    #[inline]
+    pub(crate) fn invalidate(&mut self) {
+        self.generation += 1;
+    }
+
+    /// The slot holding `key`'s recording, if cached; also returns the hash for `put`.
+    #[inline]
+    pub(crate) fn find(&mut self, key: &FlowKey) -> (Option<usize>, usize) {
+        let hash = key.hash();
+        let i = hash & self.mask;
+        let s = &self.slots[i];
+        if s.generation == self.generation && s.key == *key {
+            self.hits += 1;
+            (Some(i), hash)
+        } else {
+            self.misses += 1;
+            (None, hash)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn recording(&self, slot: usize) -> &Recording {
+        &self.slots[slot].rec
+    }
+
+    #[inline]
+    pub(crate) fn put(&mut self, key: &FlowKey, hash: usize, rec: Recording) {
+        let generation = self.generation;
+        let s = &mut self.slots[hash & self.mask];
+        s.generation = generation;
+        s.key = *key;
+        s.rec = rec;
+    }
+}
