@@ -221,6 +221,7 @@ fn main() -> Result<()> {
     }
     let out = json!({
         "bench": "wyvern-fastpath",
+        "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         "cores": 1,
         "burst": args.burst,
         "seconds_per_mode": args.seconds,

@@ -237,16 +237,19 @@ impl<'p> FastPath<'p> {
             self.stats.rx += n as u64;
             let in_port = self.ofports[pi];
             let mut rx = std::mem::take(&mut self.rx);
+            let templates = std::mem::take(&mut self.templates);
+            let template = templates[pi].as_deref();
             for mut m in rx.drain(..) {
-                if let Some(t) = &self.templates[pi] {
-                    let d = m.data_mut();
+                let d = m.data_mut();
+                if let Some(t) = template {
                     let k = d.len().min(t.len());
                     d[..k].copy_from_slice(&t[..k]);
                 }
-                let verdict = eng.process(m.data_mut(), in_port);
+                let verdict = eng.process(d, in_port);
                 self.dispatch(&eng, m, verdict, in_port);
             }
             self.rx = rx;
+            self.templates = templates;
         }
         drop(eng);
         self.flush();
