@@ -40,6 +40,9 @@ pub const KEYS_PREFIX: &str = "/wyvern/local/keys/";
 
 type KeyChanges = Vec<(KeyKind, Uuid, Option<u32>)>;
 
+/// How long switches wait for the first OVSDB binding snapshot before being served anyway.
+const BINDINGS_GRACE: Duration = Duration::from_secs(10);
+
 /// Settings of the local controller.
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -130,7 +133,23 @@ impl LocalController {
                 source,
             })?;
         let listen = listener.local_addr();
-        let events = ofctrl.serve(listener, SwitchConfig::default());
+        // Switches are served only once the first binding snapshot is compiled: syncing
+        // a reconnecting bridge against a pipeline that does not know its ports yet would
+        // delete their (correct) flows and add them back a moment later.
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        {
+            let ofctrl = ofctrl.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(BINDINGS_GRACE, ready_rx).await;
+                let mut rx = ofctrl.serve(listener, SwitchConfig::default());
+                while let Some(ev) = rx.recv().await {
+                    if events_tx.send(ev).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
 
         let state = Arc::new(RwLock::new(State {
             topo: Topology::new(ModelConfig::default()),
@@ -179,11 +198,22 @@ impl LocalController {
             }
             None => None,
         };
+        let ready = if bindings.is_some() {
+            Some(ready_tx)
+        } else {
+            let _ = ready_tx.send(());
+            None
+        };
         let worker = this.clone();
         tokio::spawn(async move {
-            worker
-                .run(store, revision, bindings, events, status_tx, packet_in_tx)
-                .await;
+            let inputs = Inputs {
+                bindings,
+                events,
+                status_tx,
+                packet_in_tx,
+                ready,
+            };
+            worker.run(store, revision, inputs).await;
         });
         Ok(this)
     }
@@ -303,15 +333,14 @@ impl LocalController {
         });
     }
 
-    async fn run(
-        self,
-        store: Arc<dyn Store>,
-        mut revision: Revision,
-        mut bindings: Option<BindingWatch>,
-        mut events: mpsc::UnboundedReceiver<SwitchEvent>,
-        status_tx: mpsc::UnboundedSender<PortStatus>,
-        packet_in_tx: Option<mpsc::UnboundedSender<SwitchEvent>>,
-    ) {
+    async fn run(self, store: Arc<dyn Store>, mut revision: Revision, inputs: Inputs) {
+        let Inputs {
+            mut bindings,
+            mut events,
+            status_tx,
+            packet_in_tx,
+            mut ready,
+        } = inputs;
         loop {
             let mut watch = match store.watch(MODEL_PREFIX, Revision(revision.0 + 1)).await {
                 Ok(w) => w,
@@ -360,6 +389,11 @@ impl LocalController {
                         None => return,
                     },
                     ev = next_binding(&mut bindings) => match ev {
+                        Some(BindingEvent::Synced) => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
+                            }
+                        }
                         Some(ev) => self.apply_binding(ev, revision.0, &status_tx),
                         None => bindings = None,
                     },
@@ -474,6 +508,16 @@ impl LocalController {
             Err(e) => tracing::error!(error = %e, "failed to compile a binding change"),
         }
     }
+}
+
+/// The loop's inputs and outputs besides the store.
+struct Inputs {
+    bindings: Option<BindingWatch>,
+    events: mpsc::UnboundedReceiver<SwitchEvent>,
+    status_tx: mpsc::UnboundedSender<PortStatus>,
+    packet_in_tx: Option<mpsc::UnboundedSender<SwitchEvent>>,
+    /// Fired on the first binding snapshot: switches are served from then on.
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Writes key allocations to the store, in order, one transaction per compile.
