@@ -246,14 +246,22 @@ impl Table {
                     s.shape.len() == first.len()
                         && s.shape.iter().zip(first.iter()).all(|(a, b)| a.0 == b.0)
                 });
-                let varying = if same_fields {
+                let varying: Vec<usize> = if same_fields {
                     (0..first.len())
                         .filter(|i| many.iter().any(|s| s.shape[*i].1 != first[*i].1))
-                        .count()
+                        .collect()
                 } else {
-                    0
+                    Vec::new()
                 };
-                if varying == 1 {
+                // A prefix mask is ones then zeros over the field's width.
+                let is_prefix = |slot: usize, mask: u64| {
+                    let inv = !mask & full_mask_of_slot(slot);
+                    inv & inv.wrapping_add(1) == 0
+                };
+                let lpm = matches!(varying.as_slice(), [v] if many
+                    .iter()
+                    .all(|s| is_prefix(s.shape[*v].0, s.shape[*v].1)));
+                if lpm {
                     TableKind::Lpm
                 } else {
                     TableKind::Ternary

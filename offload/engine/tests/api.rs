@@ -104,6 +104,20 @@ fn longest_prefix_wins_and_removal_falls_back() {
     assert_eq!(e.shape(Stage::L3Lookup).subtables, 3);
     assert_eq!(e.shape(Stage::Egress).kind, TableKind::Exact);
     assert_eq!(e.shape(Stage::Classify).kind, TableKind::Exact);
+    // A multicast-bit entry beside exact MACs is ternary, not a prefix.
+    e.insert(
+        Stage::L2Lookup,
+        Entry::new(
+            50,
+            vec![
+                FieldMatch::exact(F::Network, 1),
+                FieldMatch::ternary(F::EthDst, 1 << 40, 1 << 40),
+            ],
+            vec![Action::Flood(NetKey(1))],
+        ),
+    )
+    .unwrap();
+    assert_eq!(e.shape(Stage::L2Lookup).kind, TableKind::Ternary);
     assert_eq!(e.shape(Stage::Dhcp).kind, TableKind::Empty);
     assert_eq!(send(&mut e, "10.1.2.3"), Verdict::Output(Out::Port(4)));
     assert_eq!(send(&mut e, "10.1.2.4"), Verdict::Output(Out::Port(3)));
