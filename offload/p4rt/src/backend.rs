@@ -23,6 +23,9 @@ use crate::index::{IndexError, P4InfoIndex, PacketMetaInfo};
 use crate::mapping::{group_entity, table_entity, MapError, Mapper};
 use crate::state::{diff, Desired, Installed, Origin, Planned};
 
+/// How long [`P4rtBackend::reconnect`] waits for the target to end the old stream.
+const STREAM_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// How to reach and identify with one P4Runtime device.
 #[derive(Debug, Clone)]
 pub struct P4rtConfig {
@@ -189,59 +192,44 @@ impl P4rtBackend {
     ) -> Result<(Self, mpsc::Receiver<PacketIn>), BackendError> {
         let index = P4InfoIndex::new(&cfg.p4info)?;
         let packet_in = index.packet_header("packet_in")?.clone();
-        let endpoint =
-            Endpoint::from_shared(addr.to_string()).map_err(|source| BackendError::Endpoint {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| BackendError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let mut client = P4RuntimeClient::new(channel)
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        let (stream_tx, stream_rx) = mpsc::channel(64);
-        stream_tx
-            .send(p4::StreamMessageRequest {
-                update: Some(stream_message_request::Update::Arbitration(
-                    p4::MasterArbitrationUpdate {
-                        device_id: cfg.device_id,
-                        role: (!cfg.role.is_empty()).then(|| p4::Role {
-                            name: cfg.role.clone(),
-                            ..Default::default()
-                        }),
-                        election_id: Some(uint128(cfg.election_id)),
-                        status: None,
-                    },
-                )),
-            })
-            .await
-            .map_err(|_| BackendError::StreamClosed)?;
-        let responses = client
-            .stream_channel(ReceiverStream::new(stream_rx))
-            .await
-            .map_err(BackendError::OpenStream)?
-            .into_inner();
-        let (m_tx, m_rx) = watch::channel(Mastership::Pending);
-        let (pin_tx, pin_rx) = mpsc::channel(cfg.packet_in_capacity.max(1));
-        let reader = tokio::spawn(read_stream(responses, m_tx, pin_tx, packet_in));
+        let (conn, pin_rx) = Connection::open(addr, &cfg, packet_in).await?;
         Ok((
             P4rtBackend {
-                client,
+                client: conn.client,
                 cfg,
                 mapper: Mapper::new(index),
-                stream_tx,
-                mastership: m_rx,
+                stream_tx: conn.stream_tx,
+                mastership: conn.mastership,
                 desired: Desired::default(),
                 installed: None,
-                reader,
+                reader: conn.reader,
             },
             pin_rx,
         ))
+    }
+
+    /// A new connection (after the target restarted or the stream broke) with the same
+    /// identity and desired state; the next [`P4rtBackend::sync`] reads the target first,
+    /// so a target that kept its entries gets no writes for them.
+    pub async fn reconnect(
+        &mut self,
+        addr: &str,
+    ) -> Result<mpsc::Receiver<PacketIn>, BackendError> {
+        let packet_in = self.mapper.index().packet_header("packet_in")?.clone();
+        // Close the old stream first and give the target a moment to drop it: a target
+        // refuses a second stream bidding with the same election id (spec 5.3).
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.stream_tx, closed));
+        let gone = self.mastership.wait_for(|m| *m == Mastership::Disconnected);
+        let _ = tokio::time::timeout(STREAM_CLOSE_WAIT, gone).await;
+        self.reader.abort();
+        let (conn, pin_rx) = Connection::open(addr, &self.cfg, packet_in).await?;
+        self.client = conn.client;
+        self.stream_tx = conn.stream_tx;
+        self.mastership = conn.mastership;
+        self.reader = conn.reader;
+        self.installed = None;
+        Ok(pin_rx)
     }
 
     pub fn mastership(&self) -> Mastership {
@@ -430,6 +418,72 @@ impl P4rtBackend {
             })
             .await
             .map_err(|_| BackendError::StreamClosed)
+    }
+}
+
+/// One gRPC connection with its StreamChannel.
+struct Connection {
+    client: P4RuntimeClient<Channel>,
+    stream_tx: mpsc::Sender<p4::StreamMessageRequest>,
+    mastership: watch::Receiver<Mastership>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    async fn open(
+        addr: &str,
+        cfg: &P4rtConfig,
+        packet_in: PacketMetaInfo,
+    ) -> Result<(Self, mpsc::Receiver<PacketIn>), BackendError> {
+        let endpoint =
+            Endpoint::from_shared(addr.to_string()).map_err(|source| BackendError::Endpoint {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| BackendError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let mut client = P4RuntimeClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        let (stream_tx, stream_rx) = mpsc::channel(64);
+        stream_tx
+            .send(p4::StreamMessageRequest {
+                update: Some(stream_message_request::Update::Arbitration(
+                    p4::MasterArbitrationUpdate {
+                        device_id: cfg.device_id,
+                        role: (!cfg.role.is_empty()).then(|| p4::Role {
+                            name: cfg.role.clone(),
+                            ..Default::default()
+                        }),
+                        election_id: Some(uint128(cfg.election_id)),
+                        status: None,
+                    },
+                )),
+            })
+            .await
+            .map_err(|_| BackendError::StreamClosed)?;
+        let responses = client
+            .stream_channel(ReceiverStream::new(stream_rx))
+            .await
+            .map_err(BackendError::OpenStream)?
+            .into_inner();
+        let (m_tx, m_rx) = watch::channel(Mastership::Pending);
+        let (pin_tx, pin_rx) = mpsc::channel(cfg.packet_in_capacity.max(1));
+        let reader = tokio::spawn(read_stream(responses, m_tx, pin_tx, packet_in));
+        Ok((
+            Connection {
+                client,
+                stream_tx,
+                mastership: m_rx,
+                reader,
+            },
+            pin_rx,
+        ))
     }
 }
 

@@ -6,11 +6,13 @@
 //! - [`state`]: desired versus installed and the diff between them.
 //! - [`backend`]: the tonic client: arbitration, pipeline config, Read + diff + Write,
 //!   packet I/O.
+//! - [`packetio`]: PacketIn -> [`packetio::Punt`], replies -> PacketOut.
 
 pub mod backend;
 pub mod encode;
 pub mod index;
 pub mod mapping;
+pub mod packetio;
 pub mod state;
 
 pub use backend::{
@@ -19,4 +21,5 @@ pub use backend::{
 };
 pub use index::{IndexError, P4InfoIndex};
 pub use mapping::{MapError, Mapper};
+pub use packetio::{Punt, PuntError};
 pub use state::{Desired, Installed, Origin};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::fake::FakeP4rtTarget;
 use p4runtime_proto::p4::v1 as p4;
 use wyvern_offload_p4rt::{Mastership, Origin, P4rtBackend, P4rtConfig, PacketOut, SyncReport};
-use wyvern_pipeline::ir::{Action, FloodGroup, Flow, Match, Owner, PortKey};
+use wyvern_pipeline::ir::{Action, FloodGroup, Flow, Match, NetKey, Owner, PortKey, PuntReason};
 use wyvern_pipeline::{L3Mode, Stage};
 
 const DEVICE: u64 = 1;
@@ -284,6 +284,14 @@ async fn packet_in_by_name_and_packet_out() {
                 metadata_id: id("network"),
                 value: vec![0, 0, 5],
             },
+            p4::PacketMetadata {
+                metadata_id: id("inport"),
+                value: vec![9],
+            },
+            p4::PacketMetadata {
+                metadata_id: id("router"),
+                value: vec![0],
+            },
         ],
     };
     assert!(target.state().packet_in(sent));
@@ -295,17 +303,16 @@ async fn packet_in_by_name_and_packet_out() {
     assert_eq!(got.metadata.get("ingress_port"), Some(&3));
     assert_eq!(got.metadata.get("reason"), Some(&1));
     assert_eq!(got.metadata.get("network"), Some(&5));
+    let punt = got.punt().expect("a punt");
+    assert_eq!(punt.reason, PuntReason::Dhcp);
+    assert_eq!(
+        (punt.ingress_port, punt.inport, punt.network),
+        (3, PortKey(9), NetKey(5))
+    );
 
-    b.send_packet(PacketOut {
-        payload: vec![1, 2, 3],
-        metadata: vec![
-            ("egress_port".into(), 2),
-            ("ingress_port".into(), 0),
-            ("mode".into(), 0),
-        ],
-    })
-    .await
-    .expect("packet out");
+    b.send_packet(PacketOut::to_port(2, vec![1, 2, 3]))
+        .await
+        .expect("packet out");
     common::wait_until(10, "the PacketOut", || {
         !target.state().packet_outs.is_empty()
     })
@@ -337,4 +344,26 @@ async fn packet_in_by_name_and_packet_out() {
         .await
         .expect_err("unknown");
     assert!(e.to_string().contains("color"), "{e}");
+}
+
+#[tokio::test]
+async fn reconnect_keeps_desired_and_writes_nothing() {
+    let target = FakeP4rtTarget::start(DEVICE).await.expect("fake target");
+    let (flows, groups) = demo();
+    let (mut b, _pin) = primary(&target, 5, 100).await;
+    b.set_pipeline().await.expect("pipeline");
+    b.set_desired(&flows, &groups);
+    let first = b.sync().await.expect("sync");
+    assert!(first.inserted > 0);
+    let updates = target.state().write_updates;
+
+    let _pin = b.reconnect(&target.url()).await.expect("reconnect");
+    assert_eq!(
+        b.wait_for_mastership(WAIT).await.expect("arb"),
+        Mastership::Primary
+    );
+    let r = b.sync().await.expect("sync");
+    assert!(r.read, "a new connection reads first");
+    assert_eq!(r.updates(), 0, "{r:?}");
+    assert_eq!(target.state().write_updates, updates);
 }
