@@ -136,6 +136,8 @@ pub enum BackendError {
     StreamClosed,
     #[error("failed to hear the arbitration answer within {0:?}")]
     ArbitrationTimeout(Duration),
+    #[error("failed to get the target's forwarding pipeline: {0}")]
+    GetPipeline(#[source] tonic::Status),
     #[error("failed to set the forwarding pipeline: {0}")]
     SetPipeline(#[source] tonic::Status),
     #[error("failed to read the target's entries: {0}")]
@@ -266,6 +268,57 @@ impl P4rtBackend {
         &self.mapper
     }
 
+    /// The cookie this controller tags its pipeline with: a stable hash of the P4Info and
+    /// the device config, so a restarted controller can tell its own program is loaded.
+    pub fn pipeline_cookie(&self) -> u64 {
+        // FNV-1a: stable across runs and hosts (no random seed).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self
+            .cfg
+            .p4info
+            .encode_to_vec()
+            .iter()
+            .chain(&self.cfg.device_config)
+        {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+
+    /// Loads the program only if the target does not run it already (its cookie differs):
+    /// committing clears the target's tables, and a restarting controller must not wipe
+    /// them. Returns whether it committed.
+    pub async fn ensure_pipeline(&mut self) -> Result<bool, BackendError> {
+        let req = p4::GetForwardingPipelineConfigRequest {
+            device_id: self.cfg.device_id,
+            response_type: p4::get_forwarding_pipeline_config_request::ResponseType::CookieOnly
+                as i32,
+        };
+        let have = match self.client.get_forwarding_pipeline_config(req).await {
+            Ok(r) => r
+                .into_inner()
+                .config
+                .and_then(|c| c.cookie)
+                .map(|c| c.cookie),
+            // A target with no pipeline yet answers FAILED_PRECONDITION (or NOT_FOUND).
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) =>
+            {
+                None
+            }
+            Err(s) => return Err(BackendError::GetPipeline(s)),
+        };
+        if have == Some(self.pipeline_cookie()) {
+            return Ok(false);
+        }
+        self.set_pipeline().await?;
+        Ok(true)
+    }
+
     /// Loads the program: P4Info plus device config, VERIFY_AND_COMMIT. Committing clears
     /// the target's forwarding state, so the installed copy is dropped and re-read.
     pub async fn set_pipeline(&mut self) -> Result<(), BackendError> {
@@ -277,7 +330,9 @@ impl P4rtBackend {
             config: Some(p4::ForwardingPipelineConfig {
                 p4info: Some(self.cfg.p4info.clone()),
                 p4_device_config: self.cfg.device_config.clone(),
-                cookie: None,
+                cookie: Some(p4::forwarding_pipeline_config::Cookie {
+                    cookie: self.pipeline_cookie(),
+                }),
             }),
             ..Default::default()
         };

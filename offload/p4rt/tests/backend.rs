@@ -55,7 +55,10 @@ async fn initial_sync_then_restart_writes_nothing() {
     let target = FakeP4rtTarget::start(DEVICE).await.expect("fake target");
     let (flows, groups) = demo();
     let (mut b, _pin) = primary(&target, 1, 50).await;
-    b.set_pipeline().await.expect("pipeline");
+    assert!(
+        b.ensure_pipeline().await.expect("pipeline"),
+        "no program yet: commit"
+    );
     assert_eq!(target.state().pipeline_commits, 1);
     assert!(b.set_desired(&flows, &groups).is_empty(), "everything maps");
     let want = b.desired_entries();
@@ -89,6 +92,11 @@ async fn initial_sync_then_restart_writes_nothing() {
         (st.write_requests, st.write_updates)
     };
     let (mut b, _pin) = primary(&target, 1, 50).await;
+    assert!(
+        !b.ensure_pipeline().await.expect("pipeline"),
+        "same program: no commit"
+    );
+    assert_eq!(target.state().pipeline_commits, 1);
     b.set_desired(&flows, &groups);
     let r = b.sync().await.expect("sync after restart");
     assert_eq!(
@@ -366,4 +374,24 @@ async fn reconnect_keeps_desired_and_writes_nothing() {
     assert!(r.read, "a new connection reads first");
     assert_eq!(r.updates(), 0, "{r:?}");
     assert_eq!(target.state().write_updates, updates);
+}
+
+#[tokio::test]
+async fn another_program_is_committed() {
+    let target = FakeP4rtTarget::start(DEVICE).await.expect("fake target");
+    let (mut b, _pin) = primary(&target, 1, 50).await;
+    assert!(b.ensure_pipeline().await.expect("pipeline"));
+    drop(b);
+    no_controllers(&target).await;
+    let mut cfg = config(1, 50);
+    cfg.device_config = b"{\"v\": 2}".to_vec();
+    let (mut b, _) = P4rtBackend::connect(&target.url(), cfg)
+        .await
+        .expect("connect");
+    b.wait_until_primary(WAIT).await.expect("primary");
+    assert!(
+        b.ensure_pipeline().await.expect("pipeline"),
+        "new device config: commit"
+    );
+    assert_eq!(target.state().pipeline_commits, 2);
 }

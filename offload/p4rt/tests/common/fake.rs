@@ -36,6 +36,7 @@ pub struct FakeState {
     next_stream: u64,
     controllers: BTreeMap<u64, Controller>,
     p4info: Option<P4Info>,
+    cookie: Option<p4::forwarding_pipeline_config::Cookie>,
     entries: BTreeMap<Vec<u8>, p4::TableEntry>,
     groups: BTreeMap<u32, p4::MulticastGroupEntry>,
     /// Write RPCs received (refused ones included).
@@ -386,14 +387,17 @@ impl p4_runtime_server::P4Runtime for Service {
         let req = req.into_inner();
         let mut st = self.lock();
         st.check_primary(req.device_id, &req.election_id)?;
-        let info = req
+        let config = req
             .config
-            .and_then(|c| c.p4info)
+            .ok_or_else(|| Status::invalid_argument("no config"))?;
+        let info = config
+            .p4info
             .ok_or_else(|| Status::invalid_argument("no P4Info"))?;
         match Action::try_from(req.action) {
             Ok(Action::Verify) => {}
             Ok(Action::VerifyAndCommit) => {
                 st.p4info = Some(info);
+                st.cookie = config.cookie;
                 st.entries.clear();
                 st.groups.clear();
                 st.pipeline_commits += 1;
@@ -405,9 +409,23 @@ impl p4_runtime_server::P4Runtime for Service {
 
     async fn get_forwarding_pipeline_config(
         &self,
-        _req: Request<p4::GetForwardingPipelineConfigRequest>,
+        req: Request<p4::GetForwardingPipelineConfigRequest>,
     ) -> Result<Response<p4::GetForwardingPipelineConfigResponse>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        let st = self.lock();
+        if req.get_ref().device_id != st.device_id {
+            return Err(Status::not_found("no such device"));
+        }
+        if st.p4info.is_none() {
+            return Err(Status::failed_precondition("no pipeline"));
+        }
+        // Cookie only: enough for the back end, and what every response type includes.
+        Ok(Response::new(p4::GetForwardingPipelineConfigResponse {
+            config: Some(p4::ForwardingPipelineConfig {
+                p4info: None,
+                p4_device_config: Vec::new(),
+                cookie: st.cookie,
+            }),
+        }))
     }
 
     type StreamChannelStream = ReceiverStream<Result<p4::StreamMessageResponse, Status>>;
