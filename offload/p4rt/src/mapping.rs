@@ -42,6 +42,8 @@ pub enum MapError {
     MissingExactKey { flow: String, field: String },
     #[error("failed to map [{flow}]: table {table} needs a priority above 0")]
     ZeroPriority { flow: String, table: String },
+    #[error("failed to map [{flow}]: it has the same table key as [{other}]")]
+    DuplicateEntry { flow: String, other: String },
     #[error("failed to map flood group of network {network}: group id 0 means \"all groups\" in P4Runtime")]
     GroupIdZero { network: u32 },
 }

@@ -118,7 +118,19 @@ impl Desired {
             match mapper.table_entry(f) {
                 Ok(e) => {
                     let e = normalize(e);
-                    d.entries.insert(entry_key(&e), (e, f.clone()));
+                    // Two flows on one key would overwrite each other silently; the first
+                    // stays and the second is an error (the IR should never produce it).
+                    match d.entries.entry(entry_key(&e)) {
+                        std::collections::btree_map::Entry::Occupied(o) => {
+                            errors.push(MapError::DuplicateEntry {
+                                flow: f.to_string(),
+                                other: o.get().1.to_string(),
+                            });
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert((e, f.clone()));
+                        }
+                    }
                 }
                 Err(e) => errors.push(e),
             }

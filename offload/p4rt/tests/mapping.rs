@@ -343,3 +343,20 @@ fn missing_objects_are_named() {
         param: "mac".into()
     }));
 }
+
+#[test]
+fn two_flows_on_one_key_are_an_error_not_an_overwrite() {
+    let mapper = mapper_for(&common::p4info());
+    let a = flow(Stage::Egress)
+        .m(Match::OutPort(PortKey(4)))
+        .a(Action::Output(4));
+    let b = flow(Stage::Egress)
+        .m(Match::OutPort(PortKey(4)))
+        .a(Action::Output(5));
+    let (d, errors) = wyvern_offload_p4rt::Desired::build(&mapper, &[a, b], &[]);
+    assert_eq!(d.entry_count(), 1);
+    assert!(
+        matches!(errors.as_slice(), [MapError::DuplicateEntry { flow, other }] if flow.contains("output(5)") && other.contains("output(4)")),
+        "{errors:?}"
+    );
+}

@@ -96,3 +96,52 @@ pub async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// `ports` port-secured VM ports, 100 per network (/24 each), a router per 10 networks;
+/// port i bound to switch port i (1-based).
+pub fn scale(ports: u32) -> (Vec<Flow>, Vec<FloodGroup>) {
+    let ctx = RequestContext::admin("p1", Timestamp(1));
+    let mut topo = Topology::new(ModelConfig::default());
+    let mut bindings = Bindings::new();
+    let mut of = 0;
+    let mut router = None;
+    for n in 0..ports.div_ceil(100) {
+        if n % 10 == 0 {
+            let req = RouterCreate::from_json(&json!({"name": "r"}), &ctx).expect("router");
+            let (c, r) = topo.create_router(&ctx, req).expect("create router");
+            topo.apply(&c);
+            router = Some(r);
+        }
+        let req =
+            NetworkCreate::from_json(&json!({ "name": format!("n{n}") }), &ctx).expect("network");
+        let (c, net) = topo.create_network(&ctx, req).expect("create network");
+        topo.apply(&c);
+        let cidr = format!("10.{}.{}.0/24", n / 256, n % 256);
+        let req = SubnetCreate::from_json(
+            &json!({"network_id": net.id, "cidr": cidr, "ip_version": 4}),
+            &ctx,
+        )
+        .expect("subnet");
+        let (c, s) = topo.create_subnet(&ctx, req).expect("create subnet");
+        topo.apply(&c);
+        if let Some(r) = &router {
+            let (c, _) = topo
+                .add_router_interface(&ctx, &r.id.to_string(), InterfaceRequest::Subnet(s.id))
+                .expect("add interface");
+            topo.apply(&c);
+        }
+        for _ in 0..100.min(ports - n * 100) {
+            let req = PortCreate::from_json(&json!({"network_id": net.id}), &ctx).expect("port");
+            let (c, p) = topo.create_port(&ctx, req).expect("create port");
+            topo.apply(&c);
+            of += 1;
+            bindings.bind(p.id, of);
+        }
+    }
+    let mut compiler = Compiler::new(CompileConfig::default());
+    compiler.full(&topo, &bindings).expect("compile");
+    (
+        compiler.flows().cloned().collect(),
+        compiler.groups().cloned().collect(),
+    )
+}
