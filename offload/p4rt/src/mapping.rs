@@ -349,6 +349,66 @@ impl Mapper {
     }
 }
 
+impl Mapper {
+    /// A table entry by name, for logs and golden tests:
+    /// `MyIngress.egress meta.outport=0x3 -> MyIngress.output(port=0x3)`. Ids the P4Info
+    /// does not know are printed as numbers.
+    pub fn describe(&self, e: &p4::TableEntry) -> String {
+        use std::fmt::Write;
+        let hex = |b: &[u8]| {
+            let mut s = String::from("0x");
+            for x in b {
+                let _ = write!(s, "{x:02x}");
+            }
+            s
+        };
+        let table = self.index.table_by_id(e.table_id);
+        let mut out = table.map_or_else(|| format!("table#{}", e.table_id), |t| t.name.clone());
+        for m in &e.r#match {
+            let name = table
+                .and_then(|t| t.field_by_id(m.field_id))
+                .map_or_else(|| format!("field#{}", m.field_id), |f| f.name.clone());
+            let v = match &m.field_match_type {
+                Some(field_match::FieldMatchType::Exact(x)) => hex(&x.value),
+                Some(field_match::FieldMatchType::Ternary(x)) => {
+                    format!("{}&&&{}", hex(&x.value), hex(&x.mask))
+                }
+                Some(field_match::FieldMatchType::Lpm(x)) => {
+                    format!("{}/{}", hex(&x.value), x.prefix_len)
+                }
+                Some(field_match::FieldMatchType::Range(x)) => {
+                    format!("{}..{}", hex(&x.low), hex(&x.high))
+                }
+                Some(field_match::FieldMatchType::Optional(x)) => hex(&x.value),
+                _ => "?".into(),
+            };
+            let _ = write!(out, " {name}={v}");
+        }
+        if e.priority != 0 {
+            let _ = write!(out, " prio={}", e.priority);
+        }
+        if let Some(p4::TableAction {
+            r#type: Some(table_action::Type::Action(a)),
+        }) = &e.action
+        {
+            let action = self.index.action_by_id(a.action_id);
+            let name = action.map_or_else(|| format!("action#{}", a.action_id), |x| x.name.clone());
+            let params: Vec<String> = a
+                .params
+                .iter()
+                .map(|p| {
+                    let n = action
+                        .and_then(|x| x.params.iter().find(|q| q.id == p.param_id))
+                        .map_or_else(|| format!("param#{}", p.param_id), |q| q.name.clone());
+                    format!("{n}={}", hex(&p.value))
+                })
+                .collect();
+            let _ = write!(out, " -> {name}({})", params.join(", "));
+        }
+        out
+    }
+}
+
 /// Wraps a table entry as an [`p4::Entity`].
 pub fn table_entity(e: p4::TableEntry) -> p4::Entity {
     p4::Entity {

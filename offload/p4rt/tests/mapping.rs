@@ -360,3 +360,39 @@ fn two_flows_on_one_key_are_an_error_not_an_overwrite() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn entries_read_back_by_name() {
+    let mapper = mapper_for(&common::p4info());
+    let mac = MacAddr([0xfa, 0x16, 0x3e, 0, 0, 1]);
+    let cases = [
+        (
+            flow(Stage::Egress).m(Match::OutPort(PortKey(3))).a(Action::Output(3)),
+            "MyIngress.egress meta.outport=0x03 -> MyIngress.output(port=0x03)",
+        ),
+        (
+            flow(Stage::L2Lookup)
+                .m(Match::Network(NetKey(5)))
+                .m(Match::EthDstMulticast)
+                .a(Action::Flood(NetKey(5))),
+            "MyIngress.l2_lookup meta.network=0x05 hdr.ethernet.dstAddr=0x010000000000&&&0x010000000000 prio=100 -> MyIngress.flood(group=0x05)",
+        ),
+        (
+            Flow::new(Stage::L3Lookup, 124, Owner::Static)
+                .m(Match::Router(wyvern_pipeline::RouterKey(1)))
+                .m(Match::EthType(0x0800))
+                .m(Match::Ipv4Dst("10.0.2.0/24".parse().expect("net")))
+                .a(Action::DecTtl)
+                .a(Action::SetEthSrc(mac))
+                .a(Action::SetEthDst(MacAddr([2, 0, 0, 0, 0, 9])))
+                .a(Action::SetNetwork(NetKey(2)))
+                .a(Action::SetOutPort(PortKey(7)))
+                .a(Action::Goto(Stage::Egress)),
+            "MyIngress.l3_lookup meta.router=0x01 hdr.ethernet.etherType=0x0800&&&0xffff hdr.ipv4.dstAddr=0x0a000200&&&0xffffff00 prio=124 -> MyIngress.route(router_mac=0xfa163e000001, dst_mac=0x020000000009, network=0x02, outport=0x07)",
+        ),
+    ];
+    for (f, want) in cases {
+        let e = mapper.table_entry(&f).expect("maps");
+        assert_eq!(mapper.describe(&e), want);
+    }
+}
