@@ -17,12 +17,12 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 use wyvern_model::{
     Change, InterfaceRequest, Kind, ModelError, Network, NetworkCreate, NetworkUpdate, NetworkView,
-    Port, PortCreate, PortUpdate, RequestContext, Router, RouterCreate, RouterUpdate, Subnet,
-    SubnetCreate, SubnetUpdate, Timestamp, Topology,
+    Object, Port, PortCreate, PortUpdate, RequestContext, Router, RouterCreate, RouterUpdate,
+    Subnet, SubnetCreate, SubnetUpdate, Timestamp, Topology,
 };
 
 use crate::auth::Auth;
-use crate::query::{list_body, project, ListQuery, Listable};
+use crate::query::{list_body, project, Cached, ListQuery, Listable};
 use crate::service::{ApiError, NbService};
 
 /// An error answer: `{"NeutronError": {"type": ..., "message": ..., "detail": ""}}`.
@@ -318,31 +318,49 @@ fn list(
     let base = format!("http://{host}/v2.0/{}", kind.as_str());
     let coll = kind.as_str();
     let nf = not_found_for(kind);
-    // Snapshot the Arcs under the read lock; filter, sort and serialize outside it.
+    // Snapshot the Arcs and their cached JSON under the read lock; filter, sort and build
+    // the body outside it.
     let body = match kind {
         Kind::Network => {
-            let items: Vec<NetworkView> = st
-                .svc
-                .read(|t| t.visible_networks(ctx).map(|n| t.network_view(n)).collect());
+            let items: Vec<Cached<NetworkView>> = st.svc.read(|t| {
+                t.visible_networks(ctx)
+                    .map(|n| Cached {
+                        obj: t.network_view(n),
+                        json: Some(Bytes::from(t.network_view_json(n))),
+                    })
+                    .collect()
+            });
             list_body(coll, items, q, &base, nf)?
         }
         Kind::Subnet => list_body(
             coll,
-            st.svc.read(|t| t.visible_subnets(ctx).cloned().collect()),
+            st.svc.read(|t| {
+                t.visible_subnets(ctx)
+                    .map(|o| cached(t, Kind::Subnet, o))
+                    .collect()
+            }),
             q,
             &base,
             nf,
         )?,
         Kind::Port => list_body(
             coll,
-            st.svc.read(|t| t.visible_ports(ctx).cloned().collect()),
+            st.svc.read(|t| {
+                t.visible_ports(ctx)
+                    .map(|o| cached(t, Kind::Port, o))
+                    .collect()
+            }),
             q,
             &base,
             nf,
         )?,
         Kind::Router => list_body(
             coll,
-            st.svc.read(|t| t.visible_routers(ctx).cloned().collect()),
+            st.svc.read(|t| {
+                t.visible_routers(ctx)
+                    .map(|o| cached(t, Kind::Router, o))
+                    .collect()
+            }),
             q,
             &base,
             nf,
@@ -351,9 +369,51 @@ fn list(
     Ok(json_response(StatusCode::OK, body))
 }
 
-/// `{"<singular>": object}` with optional field selection.
-fn wrap<T: Serialize>(kind: Kind, obj: &T, fields: &[String]) -> Result<Response, HttpError> {
-    wrap_status(StatusCode::OK, kind, obj, fields)
+/// A current object of the topology with its cached JSON.
+fn cached<T>(t: &Topology, kind: Kind, o: &Arc<T>) -> Cached<Arc<T>>
+where
+    Arc<T>: Listable,
+{
+    Cached {
+        obj: o.clone(),
+        json: t.json_of(kind, &o.id()).cloned(),
+    }
+}
+
+/// `obj` with its cached JSON if `obj` is still the current version (an answer must show
+/// the object the write produced, even if a later write already replaced it).
+fn cached_if_current<T>(t: &Topology, obj: Arc<T>, wrap: fn(Arc<T>) -> Object) -> Cached<Arc<T>> {
+    let json = t.cached_json(&wrap(obj.clone())).cloned();
+    Cached { obj, json }
+}
+
+fn network_cached(t: &Topology, n: Arc<Network>) -> Cached<NetworkView> {
+    Cached {
+        obj: t.network_view(&n),
+        json: Some(Bytes::from(t.network_view_json(&n))),
+    }
+}
+
+/// `{"<singular>": object}` from the object's cached JSON when there is one.
+fn wrap_cached<T: Serialize>(
+    status: StatusCode,
+    kind: Kind,
+    obj: &Cached<T>,
+    fields: &[String],
+) -> Result<Response, HttpError> {
+    match (&obj.json, fields.is_empty()) {
+        (Some(json), true) => {
+            let name = kind.singular();
+            let mut body = Vec::with_capacity(json.len() + name.len() + 5);
+            body.extend_from_slice(b"{\"");
+            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(b"\":");
+            body.extend_from_slice(json);
+            body.push(b'}');
+            Ok(json_response(status, body))
+        }
+        _ => wrap_status(status, kind, &obj.obj, fields),
+    }
 }
 
 fn wrap_status<T: Serialize>(
@@ -390,26 +450,34 @@ fn show(
     id: &str,
     q: &ListQuery,
 ) -> Result<Response, HttpError> {
+    let ok = StatusCode::OK;
     match kind {
         Kind::Network => {
-            let v = st
-                .svc
-                .read(|t| t.visible_network(ctx, id).map(|n| t.network_view(n)))?;
-            wrap(kind, &v, &q.fields)
+            let v = st.svc.read(|t| {
+                t.visible_network(ctx, id)
+                    .map(|n| network_cached(t, n.clone()))
+            })?;
+            wrap_cached(ok, kind, &v, &q.fields)
         }
-        Kind::Subnet => wrap(
+        Kind::Subnet => wrap_cached(
+            ok,
             kind,
-            &st.svc.read(|t| t.visible_subnet(ctx, id).cloned())?,
+            &st.svc
+                .read(|t| t.visible_subnet(ctx, id).map(|o| cached(t, kind, o)))?,
             &q.fields,
         ),
-        Kind::Port => wrap(
+        Kind::Port => wrap_cached(
+            ok,
             kind,
-            &st.svc.read(|t| t.visible_port(ctx, id).cloned())?,
+            &st.svc
+                .read(|t| t.visible_port(ctx, id).map(|o| cached(t, kind, o)))?,
             &q.fields,
         ),
-        Kind::Router => wrap(
+        Kind::Router => wrap_cached(
+            ok,
             kind,
-            &st.svc.read(|t| t.visible_router(ctx, id).cloned())?,
+            &st.svc
+                .read(|t| t.visible_router(ctx, id).map(|o| cached(t, kind, o)))?,
             &q.fields,
         ),
     }
@@ -439,10 +507,6 @@ fn body_items(kind: Kind, body: &Bytes) -> Result<(Vec<Value>, bool), HttpError>
     }
 }
 
-fn network_view(t: &Topology, n: Arc<Network>) -> NetworkView {
-    t.network_view(&n)
-}
-
 async fn create(
     st: &AppState,
     ctx: &RequestContext,
@@ -464,29 +528,64 @@ async fn create(
                 })
                 .collect();
             let out = st.svc.write_many(ops).await?;
-            let rendered: Vec<_> = st.svc.read(|t| out.into_iter().map(|o| $render(t, o)).collect());
+            let rendered: Vec<_> = st
+                .svc
+                .read(|t| out.into_iter().map(|o| $render(t, o)).collect());
             if bulk {
-                ok_json(StatusCode::CREATED, &json!({ kind.as_str(): rendered }))
+                bulk_body(kind, &rendered)
             } else {
-                let one = rendered.into_iter().next().ok_or_else(|| HttpError::internal("bulk create returned nothing"))?;
-                wrap_status(StatusCode::CREATED, kind, &one, &[])
+                let one = rendered
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| HttpError::internal("bulk create returned nothing"))?;
+                wrap_cached(StatusCode::CREATED, kind, &one, &[])
             }
         }};
     }
     match kind {
-        Kind::Network => run!(NetworkCreate, create_network, network_view),
-        Kind::Subnet => run!(
-            SubnetCreate,
-            create_subnet,
-            |_: &Topology, s: Arc<Subnet>| s
-        ),
-        Kind::Port => run!(PortCreate, create_port, |_: &Topology, p: Arc<Port>| p),
-        Kind::Router => run!(
-            RouterCreate,
-            create_router,
-            |_: &Topology, r: Arc<Router>| r
-        ),
+        Kind::Network => run!(NetworkCreate, create_network, network_cached),
+        Kind::Subnet => run!(SubnetCreate, create_subnet, |t, o| cached_if_current(
+            t,
+            o,
+            Object::Subnet
+        )),
+        Kind::Port => run!(PortCreate, create_port, |t, o| cached_if_current(
+            t,
+            o,
+            Object::Port
+        )),
+        Kind::Router => run!(RouterCreate, create_router, |t, o| cached_if_current(
+            t,
+            o,
+            Object::Router
+        )),
     }
+}
+
+/// `{"<collection>": [...]}` of a bulk create, from cached JSON when every object has it.
+fn bulk_body<T: Serialize>(kind: Kind, items: &[Cached<T>]) -> Result<Response, HttpError> {
+    if items.iter().all(|i| i.json.is_some()) {
+        let mut body = Vec::with_capacity(
+            items
+                .iter()
+                .map(|i| i.json.as_ref().map_or(0, Bytes::len) + 1)
+                .sum::<usize>()
+                + 32,
+        );
+        body.extend_from_slice(b"{\"");
+        body.extend_from_slice(kind.as_str().as_bytes());
+        body.extend_from_slice(b"\":[");
+        for (n, i) in items.iter().enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(i.json.as_deref().unwrap_or_default());
+        }
+        body.extend_from_slice(b"]}");
+        return Ok(json_response(StatusCode::CREATED, body));
+    }
+    let objs: Vec<&T> = items.iter().map(|i| &i.obj).collect();
+    ok_json(StatusCode::CREATED, &json!({ kind.as_str(): objs }))
 }
 
 async fn update(
@@ -505,6 +604,7 @@ async fn update(
     }
     let v = items.remove(0);
     let (ctx, id) = (ctx.clone(), id.to_string());
+    let ok = StatusCode::OK;
     match kind {
         Kind::Network => {
             let req = NetworkUpdate::from_json(&v)?;
@@ -512,35 +612,31 @@ async fn update(
                 .svc
                 .write(move |t| t.update_network(&ctx, &id, req))
                 .await?;
-            wrap(kind, &st.svc.read(|t| t.network_view(&n)), &[])
+            wrap_cached(ok, kind, &st.svc.read(|t| network_cached(t, n)), &[])
         }
         Kind::Subnet => {
             let req = SubnetUpdate::from_json(&v)?;
-            wrap(
-                kind,
-                &st.svc
-                    .write(move |t| t.update_subnet(&ctx, &id, req))
-                    .await?,
-                &[],
-            )
+            let o = st
+                .svc
+                .write(move |t| t.update_subnet(&ctx, &id, req))
+                .await?;
+            let o = st.svc.read(|t| cached_if_current(t, o, Object::Subnet));
+            wrap_cached(ok, kind, &o, &[])
         }
         Kind::Port => {
             let req = PortUpdate::from_json(&v)?;
-            wrap(
-                kind,
-                &st.svc.write(move |t| t.update_port(&ctx, &id, req)).await?,
-                &[],
-            )
+            let o = st.svc.write(move |t| t.update_port(&ctx, &id, req)).await?;
+            let o = st.svc.read(|t| cached_if_current(t, o, Object::Port));
+            wrap_cached(ok, kind, &o, &[])
         }
         Kind::Router => {
             let req = RouterUpdate::from_json(&v)?;
-            wrap(
-                kind,
-                &st.svc
-                    .write(move |t| t.update_router(&ctx, &id, req))
-                    .await?,
-                &[],
-            )
+            let o = st
+                .svc
+                .write(move |t| t.update_router(&ctx, &id, req))
+                .await?;
+            let o = st.svc.read(|t| cached_if_current(t, o, Object::Router));
+            wrap_cached(ok, kind, &o, &[])
         }
     }
 }

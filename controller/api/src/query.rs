@@ -7,6 +7,7 @@
 
 use std::cmp::Ordering;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -114,6 +115,33 @@ impl ListQuery {
 /// Something that can be listed: serializable, with an id.
 pub trait Listable: Serialize {
     fn id(&self) -> Uuid;
+    /// The object's JSON, already serialized (exactly what `Serialize` would write), if at
+    /// hand: lists then concatenate it instead of serializing again.
+    fn json(&self) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// An object together with its cached JSON (see `Topology::enable_json_cache`).
+#[derive(Debug, Clone)]
+pub struct Cached<T> {
+    pub obj: T,
+    pub json: Option<Bytes>,
+}
+
+impl<T: Serialize> Serialize for Cached<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.obj.serialize(s)
+    }
+}
+
+impl<T: Listable> Listable for Cached<T> {
+    fn id(&self) -> Uuid {
+        self.obj.id()
+    }
+    fn json(&self) -> Option<&[u8]> {
+        self.json.as_deref()
+    }
 }
 
 /// Keeps only the requested fields (Neutron ignores unknown ones).
@@ -300,12 +328,12 @@ pub fn list_body<T: Listable>(
             ..p
         };
         let l = links(q, base, &ids, &rel);
-        return Ok(serialize_list(
-            collection,
-            &items[p.start..p.end],
-            &links_key,
-            l,
-        ));
+        let page = &items[p.start..p.end];
+        if let Some(body) = concat_list(collection, page.iter().map(Listable::json), &links_key, &l)
+        {
+            return Ok(body);
+        }
+        return Ok(serialize_list(collection, page, &links_key, l));
     }
     let to_value = |i: &T| {
         serde_json::to_value(i)
@@ -317,18 +345,19 @@ pub fn list_body<T: Listable>(
             .find(|i| i.id() == m)
             .map(to_value)
             .transpose()?
-            .map(|v| (m, v)),
+            .map(|v| (m, v, usize::MAX)),
         None => None,
     };
-    let mut vals: Vec<(Uuid, Value)> = Vec::with_capacity(items.len());
-    for i in &items {
+    // (id, value, index in `items`)
+    let mut vals: Vec<(Uuid, Value, usize)> = Vec::with_capacity(items.len());
+    for (idx, i) in items.iter().enumerate() {
         let v = to_value(i)?;
         if matches(&v, &q.filters) {
-            vals.push((i.id(), v));
+            vals.push((i.id(), v, idx));
         }
     }
     for (k, _) in &q.sort {
-        let bad_key = vals.iter().any(|(_, v)| {
+        let bad_key = vals.iter().any(|(_, v, _)| {
             matches!(
                 v.get(k),
                 None | Some(Value::Array(_)) | Some(Value::Object(_))
@@ -339,7 +368,7 @@ pub fn list_body<T: Listable>(
         }
     }
     let last_asc = q.sort.last().is_none_or(|(_, asc)| *asc);
-    let cmp = |a: &(Uuid, Value), b: &(Uuid, Value)| {
+    let cmp = |a: &(Uuid, Value, usize), b: &(Uuid, Value, usize)| {
         for (k, asc) in &q.sort {
             let o = cmp_values(
                 a.1.get(k).unwrap_or(&Value::Null),
@@ -363,18 +392,68 @@ pub fn list_body<T: Listable>(
         (after, before)
     });
     let p = page(q, vals.len(), pos);
-    let ids: Vec<Uuid> = vals[p.start..p.end].iter().map(|(id, _)| *id).collect();
+    let ids: Vec<Uuid> = vals[p.start..p.end].iter().map(|(id, _, _)| *id).collect();
     let rel = Page {
         start: 0,
         end: ids.len(),
         ..p
     };
     let l = links(q, base, &ids, &rel);
+    if q.fields.is_empty() {
+        let jsons = vals[p.start..p.end]
+            .iter()
+            .map(|(_, _, i)| items[*i].json());
+        if let Some(body) = concat_list(collection, jsons, &links_key, &l) {
+            return Ok(body);
+        }
+    }
     let out: Vec<Value> = vals
         .drain(p.start..p.end)
-        .map(|(_, v)| project(v, &q.fields))
+        .map(|(_, v, _)| project(v, &q.fields))
         .collect();
     Ok(serialize_list(collection, &out, &links_key, l))
+}
+
+/// The list body built from each item's cached JSON, byte for byte what [`serialize_list`]
+/// writes; `None` if an item has no cached JSON.
+fn concat_list<'a>(
+    collection: &str,
+    jsons: impl Iterator<Item = Option<&'a [u8]>> + Clone,
+    links_key: &str,
+    links: &[Value],
+) -> Option<Vec<u8>> {
+    let mut size = 0;
+    for j in jsons.clone() {
+        size += j?.len() + 1;
+    }
+    let links = if links.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_vec(links).ok()?)
+    };
+    let mut out = Vec::with_capacity(size + 64 + links.as_ref().map_or(0, Vec::len));
+    out.extend_from_slice(b"{");
+    push_json_str(&mut out, collection)?;
+    out.extend_from_slice(b":[");
+    for (i, j) in jsons.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(j?);
+    }
+    out.push(b']');
+    if let Some(l) = links {
+        out.push(b',');
+        push_json_str(&mut out, links_key)?;
+        out.push(b':');
+        out.extend_from_slice(&l);
+    }
+    out.push(b'}');
+    Some(out)
+}
+
+fn push_json_str(out: &mut Vec<u8>, s: &str) -> Option<()> {
+    serde_json::to_writer(out, s).ok()
 }
 
 fn serialize_list<T: Serialize>(
@@ -425,6 +504,35 @@ mod tests {
         assert!(ListQuery::parse(Some("sort_dir=up")).is_err());
         assert!(ListQuery::parse(Some("sort_key=a&sort_key=b&sort_dir=asc")).is_err());
         assert_eq!(ListQuery::parse(Some("limit=0")).unwrap().limit, None);
+    }
+
+    #[test]
+    fn concatenated_list_is_byte_identical_to_serialized() {
+        let items: Vec<Value> = (0..3)
+            .map(|i| serde_json::json!({"id": i.to_string(), "name": format!("n\"{i}")}))
+            .collect();
+        let jsons: Vec<Vec<u8>> = items
+            .iter()
+            .map(|v| serde_json::to_vec(v).unwrap())
+            .collect();
+        let links =
+            vec![serde_json::json!({"href": "http://h/v2.0/ports?marker=x", "rel": "next"})];
+        for l in [Vec::new(), links] {
+            let want = serialize_list("ports", &items, "ports_links", l.clone());
+            let got = concat_list(
+                "ports",
+                jsons.iter().map(|j| Some(j.as_slice())),
+                "ports_links",
+                &l,
+            )
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
+        let missing = [Some(&b"{}"[..]), None];
+        assert!(concat_list("ports", missing.iter().copied(), "ports_links", &[]).is_none());
     }
 
     #[test]

@@ -83,6 +83,9 @@ struct State {
 
 struct Pending {
     change: Change,
+    /// The JSON of each op's `new` object, as the topology cached it when the change was
+    /// applied (aligned with `change.ops`; `None` for deletes and superseded versions).
+    values: Vec<Option<Bytes>>,
     generation: u64,
     done: oneshot::Sender<Result<Revision, ApiError>>,
 }
@@ -99,6 +102,9 @@ pub struct NbService {
 async fn load(store: &dyn Store, cfg: &ModelConfig) -> Result<(Topology, Revision), ApiError> {
     let (kvs, rev) = store.range(KEY_PREFIX).await.map_err(ApiError::Load)?;
     let mut topo = Topology::new(cfg.clone());
+    // Every object's JSON is built once, here or when it is written: the store write, the
+    // write's answer and every list reuse it.
+    topo.enable_json_cache();
     // Parents first so that indexes see them (the mirror tolerates any order; this is tidier).
     for kind in ["networks/", "subnets/", "routers/", "ports/"] {
         let prefix = format!("{KEY_PREFIX}{kind}");
@@ -192,11 +198,22 @@ impl NbService {
                 return Ok(results);
             }
             let generation = self.generation.load(Ordering::Acquire);
+            let values = total
+                .ops
+                .iter()
+                .map(|op| {
+                    op.new
+                        .as_ref()
+                        .and_then(|o| st.topo.cached_json(o))
+                        .cloned()
+                })
+                .collect();
             // Sent under the lock: queue order == application order.
             if self
                 .queue
                 .send(Pending {
                     change: total,
+                    values,
                     generation,
                     done,
                 })
@@ -292,7 +309,7 @@ fn merge(batch: &[Pending]) -> Txn {
     let mut txn = Txn::new();
     let mut touched: HashSet<String> = HashSet::new();
     for p in batch {
-        for op in &p.change.ops {
+        for (i, op) in p.change.ops.iter().enumerate() {
             let key = op.key();
             if touched.insert(key.clone()) {
                 txn = txn.when(match op.old {
@@ -301,7 +318,13 @@ fn merge(batch: &[Pending]) -> Txn {
                 });
             }
             txn = match &op.new {
-                Some(obj) => txn.put(key, Bytes::from(obj.to_json())),
+                Some(obj) => {
+                    let value = match p.values.get(i) {
+                        Some(Some(v)) => v.clone(),
+                        _ => Bytes::from(obj.to_json()),
+                    };
+                    txn.put(key, value)
+                }
                 None => txn.delete(key),
             };
         }

@@ -34,6 +34,14 @@ pub struct InterfaceInfo {
     pub network_id: Uuid,
 }
 
+/// The id of a new object: a version 7 UUID (random, but ordered by creation time), so that
+/// new objects are appended to the store's B-tree and to the topology's maps instead of
+/// landing on a random page each: with random v4 ids every object of a group commit
+/// dirtied its own 4 KiB leaf page. Neutron clients treat ids as opaque.
+fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
 fn parse_id(id: &str) -> Option<Uuid> {
     Uuid::parse_str(id).ok()
 }
@@ -244,7 +252,7 @@ impl Topology {
         }
         let mtu = self.check_mtu(req.mtu)?.unwrap_or(self.cfg.max_mtu);
         let n = Arc::new(Network {
-            id: Uuid::new_v4(),
+            id: new_id(),
             name: req.name,
             tenant_id: req.project_id.clone(),
             project_id: req.project_id,
@@ -394,7 +402,7 @@ impl Topology {
             }
             None => default_pools(cidr, gateway_ip),
         };
-        let id = Uuid::new_v4();
+        let id = new_id();
         self.check_subnet_limits(id, &req.dns_nameservers, &req.host_routes)?;
         let s = Arc::new(Subnet {
             id,
@@ -708,7 +716,7 @@ impl Topology {
         let fixed_ips =
             self.resolve_fixed_ips(net.id, req.fixed_ips.as_deref(), None, &req.device_owner)?;
         let p = Arc::new(Port {
-            id: Uuid::new_v4(),
+            id: new_id(),
             name: req.name,
             tenant_id: req.project_id.clone(),
             project_id: req.project_id,
@@ -824,7 +832,7 @@ impl Topology {
         req: RouterCreate,
     ) -> Result<(Change, Arc<Router>), ModelError> {
         let r = Arc::new(Router {
-            id: Uuid::new_v4(),
+            id: new_id(),
             name: req.name,
             tenant_id: req.project_id.clone(),
             project_id: req.project_id,
@@ -1003,7 +1011,7 @@ impl Topology {
                     .ok_or_else(|| ModelError::NetworkNotFound(s.network_id.to_string()))?;
                 let mac = self.generate_mac(net.id)?;
                 let p = Arc::new(Port {
-                    id: Uuid::new_v4(),
+                    id: new_id(),
                     name: String::new(),
                     tenant_id: s.project_id.clone(),
                     project_id: s.project_id.clone(),

@@ -980,3 +980,67 @@ fn sequential_allocation_stays_fast_on_a_big_subnet() {
     );
     assert_eq!(t.topo.ports().count(), 20_000);
 }
+
+/// The cache holds exactly the JSON of the current objects, through creates, updates,
+/// rollbacks and deletes, whether it was enabled before or after they were written.
+#[test]
+fn json_cache_follows_every_change() {
+    let check = |topo: &Topology| {
+        let all = topo
+            .networks()
+            .map(|o| Object::Network(o.clone()))
+            .chain(topo.subnets().map(|o| Object::Subnet(o.clone())))
+            .chain(topo.ports().map(|o| Object::Port(o.clone())))
+            .chain(topo.routers().map(|o| Object::Router(o.clone())));
+        for o in all {
+            let cached = topo.cached_json(&o).expect("cached");
+            assert_eq!(&cached[..], &o.to_json()[..]);
+            assert_eq!(topo.json_of(o.kind(), &o.id()), Some(cached));
+        }
+        for n in topo.networks() {
+            assert_eq!(
+                String::from_utf8(topo.network_view_json(n)).unwrap(),
+                serde_json::to_string(&topo.network_view(n)).unwrap()
+            );
+        }
+    };
+    let mut t = T::new();
+    let (n, s) = t.net_with_subnet("10.0.0.0/24");
+    t.topo.enable_json_cache();
+    check(&t.topo);
+    let p = t.port(json!({"network_id": n.id, "name": "a\"b"})).unwrap();
+    let old = Object::Port(p.clone());
+    let p2 = t.update_port(p.id, json!({"name": "c"})).unwrap();
+    // The old version is no longer the current one: no cached JSON for it.
+    assert!(t.topo.cached_json(&old).is_none());
+    assert!(t.topo.cached_json(&Object::Port(p2.clone())).is_some());
+    let r = t.router();
+    t.add_if(r.id, json!({"subnet_id": s.id})).unwrap();
+    t.subnet(json!({"network_id": n.id, "cidr": "10.0.1.0/24"}))
+        .unwrap();
+    check(&t.topo);
+    let ctx = t.admin.clone();
+    let c = t.topo.delete_port(&ctx, &p.id.to_string()).unwrap();
+    t.topo.apply(&c);
+    assert!(t.topo.json_of(Kind::Port, &p.id).is_none());
+    t.topo.apply(&c.inverse());
+    check(&t.topo);
+    // Enabling late builds the same cache; a network without subnets still splices.
+    let mut late = t.topo.clone();
+    late.json = None;
+    late.enable_json_cache();
+    check(&late);
+    t.net();
+    check(&t.topo);
+}
+
+/// New ids sort by creation: new objects append to the store's B-tree.
+#[test]
+fn new_ids_are_ordered_by_creation() {
+    let mut t = T::new();
+    let (n, _) = t.net_with_subnet("10.0.0.0/16");
+    let ids: Vec<_> = (0..200)
+        .map(|_| t.port(json!({"network_id": n.id})).unwrap().id)
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+}

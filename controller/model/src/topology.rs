@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -110,15 +111,36 @@ impl Object {
 
     /// The stored form (Neutron JSON).
     pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
         let r = match self {
-            Object::Network(o) => serde_json::to_vec(&**o),
-            Object::Subnet(o) => serde_json::to_vec(&**o),
-            Object::Port(o) => serde_json::to_vec(&**o),
-            Object::Router(o) => serde_json::to_vec(&**o),
+            Object::Network(o) => serde_json::to_writer(&mut out, &**o),
+            Object::Subnet(o) => serde_json::to_writer(&mut out, &**o),
+            Object::Port(o) => serde_json::to_writer(&mut out, &**o),
+            Object::Router(o) => serde_json::to_writer(&mut out, &**o),
         };
         // Serializing these plain structs into memory cannot fail (no maps with non-string
         // keys, no custom serializers that error).
-        r.unwrap_or_default()
+        match r {
+            Ok(()) => out,
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// [`Object::to_json`] in an exactly sized, cheaply cloned buffer (what the JSON cache
+    /// keeps: no spare capacity per object).
+    pub fn to_json_bytes(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.to_json())
+    }
+
+    /// Whether `self` and `other` are the very same object (same `Arc`), not just equal.
+    pub fn same(&self, other: &Object) -> bool {
+        match (self, other) {
+            (Object::Network(a), Object::Network(b)) => Arc::ptr_eq(a, b),
+            (Object::Subnet(a), Object::Subnet(b)) => Arc::ptr_eq(a, b),
+            (Object::Port(a), Object::Port(b)) => Arc::ptr_eq(a, b),
+            (Object::Router(a), Object::Router(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// Parses the stored form of an object of `kind`.
@@ -310,6 +332,17 @@ pub struct NetworkView {
     pub subnets: Vec<Uuid>,
 }
 
+/// The serialized JSON of every object, built once when the object is inserted (see
+/// [`Topology::enable_json_cache`]).
+#[derive(Clone, Default)]
+pub(crate) struct JsonCache(HashMap<(Kind, Uuid), Bytes>);
+
+impl fmt::Debug for JsonCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JsonCache({} objects)", self.0.len())
+    }
+}
+
 /// Every object of the logical topology, with the indexes validation and IPAM need.
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
@@ -323,6 +356,9 @@ pub struct Topology {
     pub(crate) allocs: HashMap<Uuid, SubnetAlloc>,
     pub(crate) macs: HashMap<(Uuid, MacAddr), Uuid>,
     pub(crate) router_ports: HashMap<Uuid, BTreeSet<Uuid>>,
+    /// `Some` once [`Topology::enable_json_cache`] was called: invariant, it then holds the
+    /// JSON of exactly the current objects.
+    pub(crate) json: Option<JsonCache>,
 }
 
 impl Topology {
@@ -335,6 +371,82 @@ impl Topology {
 
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
+    }
+
+    // ---- serialized JSON cache ----
+
+    /// From now on, keep every object's JSON ([`Object::to_json`]) next to it, built once
+    /// when the object is inserted. A service that writes each object to a store and lists
+    /// thousands of them pays the serialization once per write instead of once per write,
+    /// once per answer and once per list. Costs the JSON's size in memory per object; off by
+    /// default (a mirror that never answers lists does not need it).
+    pub fn enable_json_cache(&mut self) {
+        if self.json.is_some() {
+            return;
+        }
+        let mut cache = HashMap::with_capacity(self.len());
+        let all = self
+            .networks
+            .values()
+            .map(|o| Object::Network(o.clone()))
+            .chain(self.subnets.values().map(|o| Object::Subnet(o.clone())))
+            .chain(self.ports.values().map(|o| Object::Port(o.clone())))
+            .chain(self.routers.values().map(|o| Object::Router(o.clone())));
+        for obj in all {
+            cache.insert((obj.kind(), obj.id()), obj.to_json_bytes());
+        }
+        self.json = Some(JsonCache(cache));
+    }
+
+    /// The cached JSON of the current object `kind`/`id` (`None` without the cache).
+    pub fn json_of(&self, kind: Kind, id: &Uuid) -> Option<&Bytes> {
+        self.json.as_ref()?.0.get(&(kind, *id))
+    }
+
+    /// The cached JSON of `obj` if `obj` is the current object with its id (the same `Arc`,
+    /// not an older or newer version); `None` otherwise or without the cache.
+    pub fn cached_json(&self, obj: &Object) -> Option<&Bytes> {
+        let id = obj.id();
+        let current = match obj {
+            Object::Network(_) => self.networks.get(&id).map(|o| Object::Network(o.clone())),
+            Object::Subnet(_) => self.subnets.get(&id).map(|o| Object::Subnet(o.clone())),
+            Object::Port(_) => self.ports.get(&id).map(|o| Object::Port(o.clone())),
+            Object::Router(_) => self.routers.get(&id).map(|o| Object::Router(o.clone())),
+        }?;
+        if !current.same(obj) {
+            return None;
+        }
+        self.json_of(obj.kind(), &id)
+    }
+
+    /// A network's JSON as Neutron shows it (with `subnets`), from the cache when there is
+    /// one: the cached object with the derived `subnets` attribute appended.
+    pub fn network_view_json(&self, n: &Arc<Network>) -> Vec<u8> {
+        let subnets = self.net_subnets.get(&n.id);
+        let cached = self
+            .cached_json(&Object::Network(n.clone()))
+            .filter(|b| b.last() == Some(&b'}') && b.len() > 2);
+        let Some(base) = cached else {
+            return serde_json::to_vec(&self.network_view(n)).unwrap_or_default();
+        };
+        let count = subnets.map_or(0, BTreeSet::len);
+        let mut out = Vec::with_capacity(base.len() + 16 + count * 39);
+        out.extend_from_slice(&base[..base.len() - 1]);
+        out.extend_from_slice(b",\"subnets\":[");
+        for (i, id) in subnets.into_iter().flatten().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(
+                id.hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer())
+                    .as_bytes(),
+            );
+            out.push(b'"');
+        }
+        out.extend_from_slice(b"]}");
+        out
     }
 
     // ---- read access (unfiltered; the ops module applies visibility) ----
@@ -461,6 +573,9 @@ impl Topology {
     }
 
     fn insert(&mut self, obj: Object) {
+        if let Some(cache) = &mut self.json {
+            cache.0.insert((obj.kind(), obj.id()), obj.to_json_bytes());
+        }
         match obj {
             Object::Network(n) => {
                 self.networks.insert(n.id, n);
@@ -499,6 +614,9 @@ impl Topology {
     }
 
     fn remove(&mut self, kind: Kind, id: Uuid) {
+        if let Some(cache) = &mut self.json {
+            cache.0.remove(&(kind, id));
+        }
         match kind {
             Kind::Network => {
                 self.networks.remove(&id);
