@@ -523,7 +523,11 @@ impl Worker {
         for id in gids {
             match (self.desired_groups.get(id), installed.groups.get(id)) {
                 (Some(g), cur) if cur != Some(g) => group_adds.push(Op::Group(GroupMod {
-                    command: if cur.is_none() { GroupModCommand::Add } else { GroupModCommand::Modify },
+                    command: if cur.is_none() {
+                        GroupModCommand::Add
+                    } else {
+                        GroupModCommand::Modify
+                    },
                     group_type: g.group_type,
                     group_id: g.group_id,
                     buckets: g.buckets.clone(),
@@ -545,7 +549,9 @@ impl Worker {
                 (Some(want), Some(cur)) if cur.only_instructions_differ(want) => {
                     flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::ModifyStrict)))
                 }
-                (Some(want), Some(_)) => flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::Add))),
+                (Some(want), Some(_)) => {
+                    flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::Add)))
+                }
                 (None, Some(cur)) => {
                     let mut fm = cur.flow_mod(FlowModCommand::DeleteStrict);
                     fm.instructions = Instructions::default();
