@@ -1,0 +1,313 @@
+//! `bench-dhcp`: DHCP under load, wyvern against Kea's `kea-dhcp4` in the same run.
+//!
+//! Topology (userspace OVS in its own namespace, one ovs-vswitchd):
+//! - br-int, owned by wyvernd: one network (10.0.0.0/16, DHCP on) with `--clients` ports.
+//!   Each port is bound to a patch port `iK` whose peer `fK` is on br-fan.
+//! - br-fan, a plain bridge this benchmark programs: the load generator's namespace (`gen0`)
+//!   and Kea's namespace (`kea0`, 10.0.255.250/16) are on it.
+//!   wyvern phase: a frame from gen0 with source MAC K goes to fK, so it enters br-int on
+//!   port K's own switch port (port security on, one rate-limit bucket per port, as K
+//!   separate VMs would); whatever comes back from fK goes to gen0.
+//!   Kea phase: gen0 <-> kea0.
+//! The same generator (`dhcp-load`: real-client DORAs, many MACs, closed loop) runs against
+//! wyvern, then against Kea (raw sockets, a reservation per client MAC with the same
+//! address wyvern's port has, so both hand out fixed addresses). Then perfdhcp (Kea's own
+//! tool, relay mode) against Kea for reference; perfdhcp cannot drive wyvern (it always
+//! simulates a relay agent; wyvern's server is port-local and never answers relays).
+//!
+//! Prints one JSON document on stdout; progress on stderr.
+
+#[path = "../vmlab.rs"]
+mod vmlab;
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::{json, Value};
+use vmlab::{default_wyvernd, Lab, LONG};
+use wyvern_testkit::poll::wait_until;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench-dhcp",
+    about = "DHCP DORA rate and latency: wyvern vs kea-dhcp4"
+)]
+struct Args {
+    /// wyvernd binary [default: next to this executable].
+    #[arg(long, env = "WYVERND")]
+    wyvernd: Option<PathBuf>,
+    /// dhcp-load binary [default: next to this executable].
+    #[arg(long)]
+    dhcp_load: Option<PathBuf>,
+    /// Simulated clients (= wyvern ports = Kea reservations).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Exchanges in flight at once.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Target rate for perfdhcp against Kea (exchanges/s); 0 skips perfdhcp.
+    #[arg(long, default_value_t = 2000)]
+    perfdhcp_rate: u32,
+}
+
+const GEN_MAC: &str = "02:00:00:00:ff:01";
+const KEA_MAC: &str = "02:00:00:00:ff:02";
+const KEA_IP: &str = "10.0.255.250";
+const GEN_IP: &str = "10.0.255.251";
+
+/// Kills and reaps a child on drop.
+struct Reaped(Child);
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn load(lab: &Lab, bin: &PathBuf, macs: &PathBuf, args: &Args) -> anyhow::Result<Value> {
+    let out = lab.namespaces[0]
+        .command(&bin.display().to_string())
+        .args(["--iface", "eth0", "--macs"])
+        .arg(macs)
+        .args(["--seconds", &args.seconds.to_string()])
+        .args(["--window", &args.window.to_string()])
+        .output()
+        .context("failed to run dhcp-load")?;
+    if !out.status.success() {
+        bail!("dhcp-load failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Checks every client got its own port's address; returns the number that did not.
+fn wrong_leases(result: &Value, ports: &[(String, String)]) -> usize {
+    ports
+        .iter()
+        .filter(|(mac, ip)| result["leases"][mac.as_str()].as_str() != Some(ip.as_str()))
+        .count()
+}
+
+fn summary(mut v: Value, ports: &[(String, String)]) -> Value {
+    let wrong = wrong_leases(&v, ports);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("leases");
+        o.insert("clients_without_their_fixed_ip".into(), json!(wrong));
+    }
+    v
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let wyvernd = default_wyvernd(args.wyvernd.clone())?;
+    let dhcp_load = match &args.dhcp_load {
+        Some(p) => p.clone(),
+        None => wyvernd.with_file_name("dhcp-load"),
+    };
+    let mut lab = Lab::start(&wyvernd, &["--dhcp-dns", "192.0.2.53"])?;
+    // Files of this run live in the OVS run dir, deleted with it.
+    let scratch = lab.ovs.run_dir().to_path_buf();
+    let net = lab.create("network", json!({"name": "dhcp"})).await?;
+    lab.create(
+        "subnet",
+        json!({"network_id": net["id"], "cidr": "10.0.0.0/16", "ip_version": 4,
+                   "gateway_ip": "10.0.0.1"}),
+    )
+    .await?;
+    eprintln!("creating {} ports", args.clients);
+    let mut ports = Vec::new(); // (id, mac, ip)
+    for i in 0..args.clients {
+        let p = lab
+            .create(
+                "port",
+                json!({"network_id": net["id"], "name": format!("c{i}")}),
+            )
+            .await?;
+        let s = |k: &str| p[k].as_str().unwrap_or_default().to_owned();
+        let ip = p["fixed_ips"][0]["ip_address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        ports.push((s("id"), s("mac_address"), ip));
+    }
+    let mac_ip: Vec<(String, String)> = ports
+        .iter()
+        .map(|(_, m, ip)| (m.clone(), ip.clone()))
+        .collect();
+    let macs = scratch.join("macs");
+    std::fs::write(
+        &macs,
+        mac_ip
+            .iter()
+            .map(|(m, _)| format!("{m}\n"))
+            .collect::<String>(),
+    )?;
+
+    // br-fan, the generator and Kea namespaces, the patch pairs.
+    lab.ovs.add_bridge("br-fan", None)?;
+    lab.add_ns("wyv-gen", "gen0", "br-fan", GEN_MAC, &[])?;
+    lab.add_ns("wyv-kea", "kea0", "br-fan", KEA_MAC, &[])?;
+    for ns in &lab.namespaces {
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+    }
+    lab.namespaces[0].exec(&["ip", "link", "set", "eth0", "promisc", "on"])?;
+    lab.namespaces[1].exec(&["ip", "addr", "add", &format!("{KEA_IP}/16"), "dev", "eth0"])?;
+    // Patch pairs, 32 clients per ovs-vsctl transaction (one huge one times out).
+    for (c, chunk) in ports.chunks(32).enumerate() {
+        let mut vsctl: Vec<String> = Vec::new();
+        for (j, (id, _, _)) in chunk.iter().enumerate() {
+            let k = c * 32 + j;
+            let (f, i) = (format!("f{k}"), format!("i{k}"));
+            if !vsctl.is_empty() {
+                vsctl.push("--".into());
+            }
+            vsctl.extend(
+                [
+                    "add-port",
+                    "br-fan",
+                    &f,
+                    "--",
+                    "set",
+                    "interface",
+                    &f,
+                    "type=patch",
+                    &format!("options:peer={i}"),
+                    "--",
+                    "add-port",
+                    "br-int",
+                    &i,
+                    "--",
+                    "set",
+                    "interface",
+                    &i,
+                    "type=patch",
+                    &format!("options:peer={f}"),
+                    &format!("external_ids:iface-id={id}"),
+                ]
+                .map(str::to_owned),
+            );
+        }
+        let v: Vec<&str> = vsctl.iter().map(String::as_str).collect();
+        lab.ovs.vsctl(&v)?;
+    }
+    let mut flows = String::new();
+    for (k, (_, mac, _)) in ports.iter().enumerate() {
+        flows.push_str(&format!(
+            "priority=100,in_port=gen0,dl_src={mac},actions=output:f{k}\n\
+             priority=100,in_port=f{k},actions=output:gen0\n"
+        ));
+    }
+    flows.push_str("priority=100,in_port=kea0,actions=output:gen0\n");
+    let flow_file = scratch.join("fan.flows");
+    std::fs::write(&flow_file, flows)?;
+    lab.ovs
+        .ofctl(&["add-flows", "br-fan", &flow_file.display().to_string()])?;
+    lab.wait_active(args.clients).await?;
+
+    eprintln!("load on wyvern");
+    let wyvern = load(&lab, &dhcp_load, &macs, &args)?;
+    let wyvern_cpu = wyvern_bench::proc_cpu_time(lab.wyvernd.pid().unwrap_or(0));
+
+    // Kea: the same subnet, a reservation per client with the port's address.
+    let kea_dir = scratch.join("kea");
+    std::fs::create_dir_all(&kea_dir)?;
+    let reservations: Vec<Value> = mac_ip
+        .iter()
+        .map(|(m, ip)| json!({"hw-address": m, "ip-address": ip}))
+        .collect();
+    let conf = json!({"Dhcp4": {
+        "interfaces-config": {"interfaces": ["eth0"], "dhcp-socket-type": "raw"},
+        "lease-database": {"type": "memfile", "persist": false, "lfc-interval": 0},
+        "valid-lifetime": 43200,
+        "option-data": [{"name": "domain-name-servers", "data": "192.0.2.53"}],
+        "subnet4": [{
+            "id": 1, "subnet": "10.0.0.0/16",
+            "pools": [{"pool": "10.0.200.0 - 10.0.220.255"}],
+            "option-data": [{"name": "routers", "data": "10.0.0.1"},
+                            {"name": "interface-mtu", "data": "1450"}],
+            "reservations": reservations,
+        }],
+        "loggers": [{"name": "kea-dhcp4", "severity": "WARN",
+                     "output_options": [{"output": kea_dir.join("kea.log").display().to_string()}]}],
+    }});
+    let conf_path = kea_dir.join("kea-dhcp4.conf");
+    std::fs::write(&conf_path, serde_json::to_string_pretty(&conf)?)?;
+    let kea = Reaped(
+        lab.namespaces[1]
+            .command("kea-dhcp4")
+            .arg("-c")
+            .arg(&conf_path)
+            .env("KEA_PIDFILE_DIR", &kea_dir)
+            .env("KEA_LOCKFILE_DIR", &kea_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("failed to start kea-dhcp4")?,
+    );
+    let kea_pid = kea.0.id();
+    let kea_ns = &lab.namespaces[1];
+    wait_until("kea-dhcp4 to listen on port 67", LONG, || {
+        kea_ns
+            .exec(&["ss", "-lun"])
+            .map(|s| s.contains(":67 "))
+            .unwrap_or(false)
+    })?;
+    lab.ovs.ofctl(&[
+        "add-flow",
+        "br-fan",
+        "priority=200,in_port=gen0,actions=output:kea0",
+    ])?;
+    eprintln!("load on kea");
+    let kea_result = load(&lab, &dhcp_load, &macs, &args)?;
+    let kea_cpu = wyvern_bench::proc_cpu_time(kea_pid);
+
+    // perfdhcp against Kea (relay mode; its own numbers, for reference).
+    let perfdhcp = if args.perfdhcp_rate > 0 {
+        eprintln!("perfdhcp on kea");
+        let gen = &lab.namespaces[0];
+        gen.exec(&["ip", "addr", "add", &format!("{GEN_IP}/16"), "dev", "eth0"])?;
+        let out = gen
+            .command("perfdhcp")
+            .args(["-4", "-l", "eth0", "-M"])
+            .arg(&macs)
+            .args(["-R", &args.clients.to_string()])
+            .args(["-r", &args.perfdhcp_rate.to_string()])
+            .args(["-p", &format!("{}", args.seconds.ceil() as u64)])
+            .output()
+            .context("failed to run perfdhcp")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rate = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Rate: "))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|r| r.parse::<f64>().ok());
+        json!({"mode": "relay (giaddr set), as perfdhcp always does", "target_rate": args.perfdhcp_rate,
+               "dora_per_sec": rate, "report": text.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>()})
+    } else {
+        Value::Null
+    };
+    drop(kea);
+
+    let result = json!({
+        "benchmark": "dhcp_dora",
+        "method": "closed-loop real-client DORA (dhcp-load) from one namespace through br-fan; wyvern: each client MAC enters br-int on its own bound port; kea: kea-dhcp4 2.2 (raw sockets, memfile without persistence, a reservation per client) on the same ovs-vswitchd",
+        "clients": args.clients,
+        "window": args.window,
+        "seconds": args.seconds,
+        "wyvern": summary(wyvern, &mac_ip),
+        "wyvern_cpu_seconds_total": wyvern_cpu.map(|d| d.as_secs_f64()),
+        "kea": summary(kea_result, &mac_ip),
+        "kea_cpu_seconds_total": kea_cpu.map(|d| d.as_secs_f64()),
+        "perfdhcp_vs_kea": perfdhcp,
+        "perfdhcp_vs_wyvern": "not measurable: perfdhcp always acts as a relay agent (UDP 67->67, giaddr, its own source MAC); wyvern answers only clients on their own port",
+        "loadavg_1m": wyvern_bench::loadavg_1m(),
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(())
+}
