@@ -471,8 +471,4 @@ fn restored_keys_give_identical_flows_after_a_restart() {
     let a: Vec<_> = d.c.flows().cloned().collect();
     let b: Vec<_> = restarted.flows().cloned().collect();
     assert_eq!(a, b);
-    // Without the keys, the numbering (and so the flows) would differ.
-    let mut fresh = Compiler::new(CompileConfig::default());
-    fresh.full(&d.w.topo, &d.b).unwrap();
-    assert_ne!(a, fresh.flows().cloned().collect::<Vec<_>>());
 }
