@@ -1,0 +1,849 @@
+//! `bench-flows`: how fast wyvernd gets a large topology's flows into a real Open vSwitch,
+//! against two baselines measured in the same run.
+//!
+//! Topology: `--networks` networks with a /24 subnet each and `--ports-per-network` ports,
+//! `--routers` routers each joining `--networks-per-router` networks; every port bound to a
+//! `type=dummy` interface of `ovs-vswitchd --enable-dummy` (the default: 100 x 50 = 5,000).
+//!
+//! Phases:
+//! 1. `vswitchd_ports`: ovs-vswitchd creates the dummy interfaces (no iface-id yet), in a few
+//!    big transactions. Reported on its own: it is OVS's cost, the same for every controller.
+//! 2. wyvernd, connected to the bridge: the topology through the Neutron API, then one OVSDB
+//!    transaction sets every interface's `external_ids:iface-id` (the last write). Reported:
+//!    API time, bind time, and from the last write until the flow table holds its final
+//!    flows (flow count unchanged for `--stable-ms`; the time is when that count first
+//!    appeared).
+//! 3. Incremental: `--samples` times, one more port through the API and bound to a spare
+//!    interface; time until the switch holds its egress flow.
+//! 4. Raw floor (baseline a): wyvernd stopped, the installed flows dumped to a file, the
+//!    bridge emptied, `ovs-ofctl --bundle add-flows` of that file timed (best of 3).
+//! 5. Cold full sync: bridge emptied again, wyvernd started on its data dir: time from the
+//!    start until the switch holds every flow again.
+//! 6. OVN (baseline b, unless `--no-ovn`): ovsdb-server (NB+SB), ovn-northd and ovn-controller
+//!    against a second OVS sandbox with the same interfaces; ovn-nbctl builds the same
+//!    topology (with DHCP options and port security), one transaction binds the interfaces,
+//!    then `ovn-nbctl --wait=hv sync`, and the flow count settles.
+//!
+//! Prints one JSON document on stdout; progress on stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::{json, Value};
+use wyvern_bench::loadavg_1m;
+use wyvern_testkit::ovs::OvsSandbox;
+use wyvern_testkit::wyvernd::{Wyvernd, WyverndOptions};
+
+const BRIDGE: &str = "br-int";
+
+#[derive(Debug, Parser)]
+#[command(name = "bench-flows", about = "Benchmark wyvernd's flow installation")]
+struct Args {
+    /// wyvernd binary [default: the wyvernd next to this executable].
+    #[arg(long, env = "WYVERND")]
+    wyvernd: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    networks: usize,
+    #[arg(long, default_value_t = 50)]
+    ports_per_network: usize,
+    #[arg(long, default_value_t = 10)]
+    routers: usize,
+    #[arg(long, default_value_t = 10)]
+    networks_per_router: usize,
+    /// Concurrent API clients while building the topology.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Incremental one-port samples.
+    #[arg(long, default_value_t = 10)]
+    samples: usize,
+    /// The flow table counts as settled once its flow count held this long.
+    #[arg(long, default_value_t = 1500)]
+    stable_ms: u64,
+    /// Skip the OVN baseline.
+    #[arg(long)]
+    no_ovn: bool,
+    /// Give up waiting for any one phase after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[bench-flows] {}", msg.as_ref());
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e6
+}
+
+/// Runs a command; fails with its stderr.
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// An `ovs-vsctl` with many commands, fed through a file argument list would exceed nothing:
+/// Linux allows 2 MiB of arguments; chunks of 1,000 interfaces stay far below.
+fn vsctl_batch(sb: &OvsSandbox, cmds: &[Vec<String>], no_wait: bool) -> anyhow::Result<()> {
+    let mut args: Vec<String> = vec![format!("--db={}", sb.db_target()), "--timeout=600".into()];
+    if no_wait {
+        args.push("--no-wait".into());
+    }
+    for (i, c) in cmds.iter().enumerate() {
+        if i > 0 {
+            args.push("--".into());
+        }
+        args.extend(c.iter().cloned());
+    }
+    run(Command::new("ovs-vsctl")
+        .env("OVS_RUNDIR", sb.run_dir())
+        .args(&args))?;
+    Ok(())
+}
+
+/// `ovs-ofctl dump-aggregate`'s flow_count.
+fn flow_count(sb: &OvsSandbox) -> anyhow::Result<u64> {
+    let out = sb.ofctl(&["dump-aggregate", BRIDGE])?;
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix("flow_count="))
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no flow_count in {out:?}"))
+}
+
+/// Polls the flow count until it held for `stable`; returns it and when it first appeared.
+fn wait_settled(
+    sb: &OvsSandbox,
+    stable: Duration,
+    timeout: Duration,
+    min: u64,
+) -> anyhow::Result<(u64, Instant)> {
+    let deadline = Instant::now() + timeout;
+    let mut last = u64::MAX;
+    let mut since = Instant::now();
+    loop {
+        let n = flow_count(sb)?;
+        let now = Instant::now();
+        if n != last {
+            last = n;
+            since = now;
+        } else if n >= min && now - since >= stable {
+            return Ok((n, since));
+        }
+        if now > deadline {
+            bail!("flow table did not settle (last count {last})");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls until the flow count reaches `want`; returns when it did.
+fn wait_count(sb: &OvsSandbox, want: u64, timeout: Duration) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = flow_count(sb)?;
+        if n == want {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("flow count stuck at {n}, want {want}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn iface_name(i: usize) -> String {
+    format!("p{i:05}")
+}
+
+/// Creates `n` dummy interfaces (no iface-id) in chunks; returns the seconds per chunk.
+fn create_interfaces(sb: &OvsSandbox, n: usize, chunk: usize) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let end = (i + chunk).min(n);
+        let cmds: Vec<Vec<String>> = (i..end)
+            .map(|k| {
+                let name = iface_name(k);
+                vec![
+                    "add-port".into(),
+                    BRIDGE.into(),
+                    name.clone(),
+                    "--".into(),
+                    "set".into(),
+                    "interface".into(),
+                    name,
+                    "type=dummy".into(),
+                ]
+            })
+            .collect();
+        let t = Instant::now();
+        vsctl_batch(sb, &cmds, false)?;
+        times.push(secs(t.elapsed()));
+        i = end;
+    }
+    Ok(times)
+}
+
+/// Sets `external_ids:iface-id` on interfaces in one transaction.
+fn bind(sb: &OvsSandbox, pairs: &[(String, String)], no_wait: bool) -> anyhow::Result<()> {
+    let cmds: Vec<Vec<String>> = pairs
+        .iter()
+        .map(|(iface, id)| {
+            vec![
+                "set".into(),
+                "interface".into(),
+                iface.clone(),
+                format!("external_ids:iface-id={id}"),
+            ]
+        })
+        .collect();
+    vsctl_batch(sb, &cmds, no_wait)
+}
+
+/// The topology's shape, shared by the wyvern and OVN runs.
+struct Shape {
+    networks: usize,
+    ports_per_network: usize,
+    routers: usize,
+    networks_per_router: usize,
+}
+
+impl Shape {
+    fn ports(&self) -> usize {
+        self.networks * self.ports_per_network
+    }
+    fn cidr(&self, net: usize) -> (String, String) {
+        let (a, b) = (1 + net / 256, net % 256);
+        (format!("10.{a}.{b}.0/24"), format!("10.{a}.{b}.1"))
+    }
+    fn ip(&self, net: usize, port: usize) -> String {
+        let (a, b) = (1 + net / 256, net % 256);
+        format!("10.{a}.{b}.{}", port + 2)
+    }
+    /// The networks of router `r`.
+    fn router_networks(&self, r: usize) -> std::ops::Range<usize> {
+        let start = (r * self.networks_per_router).min(self.networks);
+        start..(start + self.networks_per_router).min(self.networks)
+    }
+}
+
+/// Neutron calls with a few concurrent clients.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .post(format!("{}/v2.0/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("failed to POST {path}"))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.context("failed to read the answer")?;
+        if !status.is_success() {
+            bail!("POST {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .put(format!("{}/v2.0/{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("failed to PUT {path}"))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.context("failed to read the answer")?;
+        if !status.is_success() {
+            bail!("PUT {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+}
+
+fn id_of(v: &Value, kind: &str) -> anyhow::Result<String> {
+    v[kind]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no {kind} id in {v}"))
+}
+
+/// Builds the topology through the API; returns the port ids in network-major order.
+async fn build_wyvern(api: &Api, shape: &Shape, clients: usize) -> anyhow::Result<Vec<String>> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    let nets: Vec<(String, String)> = stream::iter(0..shape.networks)
+        .map(|i| async move {
+            let net = api
+                .post("networks", json!({"network": {"name": format!("net{i}")}}))
+                .await?;
+            let net_id = id_of(&net, "network")?;
+            let (cidr, gw) = shape.cidr(i);
+            let sub = api
+                .post(
+                    "subnets",
+                    json!({"subnet": {"network_id": net_id, "cidr": cidr, "ip_version": 4,
+                                      "gateway_ip": gw, "name": format!("sub{i}")}}),
+                )
+                .await?;
+            anyhow::Ok((net_id, id_of(&sub, "subnet")?))
+        })
+        .buffered(clients)
+        .try_collect()
+        .await?;
+    for r in 0..shape.routers {
+        let router = api
+            .post("routers", json!({"router": {"name": format!("r{r}")}}))
+            .await?;
+        let rid = id_of(&router, "router")?;
+        for n in shape.router_networks(r) {
+            api.put(
+                &format!("routers/{rid}/add_router_interface"),
+                json!({"subnet_id": nets[n].1}),
+            )
+            .await?;
+        }
+    }
+    let ports: Vec<String> = stream::iter(0..shape.ports())
+        .map(|k| {
+            let net_id = nets[k / shape.ports_per_network].0.clone();
+            async move {
+                let p = api
+                    .post(
+                        "ports",
+                        json!({"port": {"network_id": net_id, "name": format!("vm{k}")}}),
+                    )
+                    .await?;
+                id_of(&p, "port")
+            }
+        })
+        .buffered(clients)
+        .try_collect()
+        .await?;
+    Ok(ports)
+}
+
+/// The flows of the bridge as `ovs-ofctl add-flows` reads them.
+fn dump_for_reinstall(sb: &OvsSandbox, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, usize)> {
+    let flows = sb.ofctl(&["dump-flows", "--no-stats", BRIDGE])?;
+    let lines: Vec<&str> = flows
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("cookie=") || l.starts_with("table=") || l.starts_with("priority=")
+        })
+        .collect();
+    let flow_file = dir.join("flows.txt");
+    std::fs::write(&flow_file, lines.join("\n") + "\n")?;
+    let groups = sb.ofctl(&["dump-groups", BRIDGE])?;
+    let glines: Vec<&str> = groups
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("group_id="))
+        .collect();
+    let group_file = dir.join("groups.txt");
+    std::fs::write(&group_file, glines.join("\n") + "\n")?;
+    Ok((flow_file, group_file, lines.len()))
+}
+
+fn empty_bridge(sb: &OvsSandbox) -> anyhow::Result<()> {
+    sb.ofctl(&["del-flows", BRIDGE])?;
+    sb.ofctl(&["del-groups", BRIDGE])?;
+    let n = flow_count(sb)?;
+    if n != 0 {
+        bail!("{n} flows left after del-flows");
+    }
+    Ok(())
+}
+
+/// The wyvern half: phases 1 to 5.
+async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow::Result<Value> {
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let stable = Duration::from_millis(args.stable_ms);
+    let sb = OvsSandbox::dummy()?;
+    let of_sock = sb.run_dir().join("wyvernd-of.sock");
+    let data = tempfile::tempdir()?;
+    let opts = WyverndOptions::new(wyvernd_bin)
+        .data_dir(data.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .arg("--ovsdb")
+        .arg(sb.db_target())
+        .arg("--datapath-type")
+        .arg("dummy")
+        .arg("--openflow-listen")
+        .arg(format!("unix:{}", of_sock.display()))
+        .arg("--bridge")
+        .arg(BRIDGE);
+    let mut w: Wyvernd = opts.start()?;
+    wyvern_testkit::poll::wait_until("wyvernd's bridge", timeout, || {
+        flow_count(&sb).map(|n| n > 0).unwrap_or(false)
+    })?;
+
+    let total_ifaces = shape.ports() + args.samples;
+    log(format!("creating {total_ifaces} dummy interfaces"));
+    let t = Instant::now();
+    let chunks = create_interfaces(&sb, total_ifaces, 1000)?;
+    let vswitchd_ports = secs(t.elapsed());
+    log(format!("  {vswitchd_ports} s"));
+
+    log("building the topology through the API");
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: w.url(),
+    };
+    let t0 = Instant::now();
+    let ports = build_wyvern(&api, shape, args.clients).await?;
+    let api_secs = secs(t0.elapsed());
+    log(format!(
+        "  {api_secs} s; binding {} interfaces",
+        ports.len()
+    ));
+    let pairs: Vec<(String, String)> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (iface_name(i), id.clone()))
+        .collect();
+    let tb = Instant::now();
+    bind(&sb, &pairs, true)?;
+    let last_write = Instant::now();
+    let bind_secs = secs(last_write - tb);
+    let (flows, at) = wait_settled(&sb, stable, timeout, 1)?;
+    let after_write = secs(at.saturating_duration_since(last_write));
+    let e2e = secs(at - t0);
+    log(format!(
+        "  {flows} flows, {after_write} s after the last write"
+    ));
+
+    // Incremental: one port at a time.
+    log("incremental ports");
+    let mut inc = Vec::new();
+    for s in 0..args.samples {
+        let net_id = {
+            // Any network: look one up through a port's network.
+            let v = api
+                .http
+                .get(format!(
+                    "{}/v2.0/ports/{}",
+                    api.base,
+                    ports[s * 7 % ports.len()]
+                ))
+                .send()
+                .await?
+                .json::<Value>()
+                .await?;
+            v["port"]["network_id"]
+                .as_str()
+                .context("port without network")?
+                .to_owned()
+        };
+        let t_api = Instant::now();
+        let p = api
+            .post(
+                "ports",
+                json!({"port": {"network_id": net_id, "name": format!("inc{s}")}}),
+            )
+            .await?;
+        let pid = id_of(&p, "port")?;
+        let api_done = Instant::now();
+        let iface = iface_name(shape.ports() + s);
+        let ofport = sb
+            .ofport(&iface)?
+            .context("spare interface without ofport")?;
+        let t_bind = Instant::now();
+        bind(&sb, &[(iface, pid)], true)?;
+        let bind_done = Instant::now();
+        let needle = format!("actions=output:{ofport}");
+        let deadline = Instant::now() + timeout;
+        let seen = loop {
+            let out = sb.ofctl(&["dump-flows", "--no-stats", BRIDGE, "table=7"])?;
+            if out.lines().any(|l| l.trim_end().ends_with(&needle)) {
+                break Instant::now();
+            }
+            if Instant::now() > deadline {
+                bail!("port {ofport}'s egress flow never arrived");
+            }
+        };
+        inc.push(json!({
+            "api_create_ms": secs(api_done - t_api) * 1e3,
+            "bind_write_ms": secs(bind_done - t_bind) * 1e3,
+            "bind_to_flows_ms": secs(seen - t_bind) * 1e3,
+            "api_to_flows_ms": secs(seen - t_api) * 1e3,
+        }));
+    }
+    let (flows_with_inc, _) = wait_settled(&sb, stable, timeout, 1)?;
+
+    // Raw floor: the same flows through ovs-ofctl, wyvernd out of the way.
+    log("raw ovs-ofctl floor");
+    w.stop()?;
+    let dir = tempfile::tempdir()?;
+    let (flow_file, group_file, dumped) = dump_for_reinstall(&sb, dir.path())?;
+    if dumped as u64 != flows_with_inc {
+        bail!("dumped {dumped} flows, want {flows_with_inc}");
+    }
+    // No controller may interfere. (OVS flushes the flow table when a bridge goes from
+    // some controllers to none or back: connmgr_set_controllers.)
+    sb.vsctl(&["del-controller", BRIDGE])?;
+    let mut raw = Vec::new();
+    for _ in 0..3 {
+        empty_bridge(&sb)?;
+        sb.ofctl(&["add-groups", BRIDGE, &group_file.display().to_string()])?;
+        let t = Instant::now();
+        sb.ofctl(&[
+            "--bundle",
+            "add-flows",
+            BRIDGE,
+            &flow_file.display().to_string(),
+        ])?;
+        raw.push(secs(t.elapsed()));
+        let n = flow_count(&sb)?;
+        if n != flows_with_inc {
+            bail!("raw install left {n} flows, want {flows_with_inc}");
+        }
+    }
+    let raw_best = raw.iter().cloned().fold(f64::MAX, f64::min);
+
+    // Cold full sync: empty bridge, wyvernd starts (and sets the controller again).
+    log("cold full sync");
+    empty_bridge(&sb)?;
+    let t = Instant::now();
+    w.restart()?;
+    let serving = secs(t.elapsed());
+    let at = wait_count(&sb, flows_with_inc, timeout)?;
+    let cold = secs(at - t);
+    let (settled, _) = wait_settled(&sb, stable, timeout, 1)?;
+    if settled != flows_with_inc {
+        bail!("cold sync settled at {settled} flows, want {flows_with_inc}");
+    }
+    let rss = w
+        .pid()
+        .and_then(|p| wyvern_bench::proc_status_kib(p, "VmRSS"));
+    w.stop()?;
+
+    let mut inc_sorted: Vec<f64> = inc
+        .iter()
+        .filter_map(|v| v["bind_to_flows_ms"].as_f64())
+        .collect();
+    inc_sorted.sort_by(f64::total_cmp);
+    Ok(json!({
+        "vswitchd_create_interfaces_s": vswitchd_ports,
+        "vswitchd_create_interfaces_chunks_s": chunks,
+        "api_build_s": api_secs,
+        "bind_transaction_s": bind_secs,
+        "last_write_to_installed_s": after_write,
+        "e2e_s": e2e,
+        "flows": flows,
+        "flows_after_incremental": flows_with_inc,
+        "dumped_flows": dumped,
+        "incremental": inc,
+        "incremental_bind_to_flows_median_ms": inc_sorted.get(inc_sorted.len() / 2),
+        "raw_ofctl_bundle_add_flows_s": raw,
+        "raw_best_s": raw_best,
+        "cold_full_sync_s": cold,
+        "cold_sync_wyvernd_serving_s": serving,
+        "cold_over_raw": cold / raw_best,
+        "wyvernd_rss_kib": rss,
+    }))
+}
+
+/// A daemon the benchmark started; killed and reaped on drop.
+struct Daemon(Child, &'static str);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        log(format!("stopped {}", self.1));
+    }
+}
+
+fn spawn(name: &'static str, cmd: &mut Command) -> anyhow::Result<Daemon> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("failed to start {name}"))?;
+    Ok(Daemon(child, name))
+}
+
+fn mac(i: usize) -> String {
+    format!(
+        "fa:16:3f:{:02x}:{:02x}:{:02x}",
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff
+    )
+}
+
+/// The OVN baseline: phase 6.
+fn bench_ovn(args: &Args, shape: &Shape) -> anyhow::Result<Value> {
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let stable = Duration::from_millis(args.stable_ms);
+    let sb = OvsSandbox::dummy()?;
+    let ovn_dir = tempfile::Builder::new()
+        .prefix("wyv-ovn-")
+        .tempdir_in("/tmp")?;
+    let d = ovn_dir.path();
+    let env = |c: &mut Command| {
+        c.env("OVS_RUNDIR", d)
+            .env("OVS_LOGDIR", d)
+            .env("OVN_RUNDIR", d)
+            .env("OVN_LOGDIR", d)
+            .env("OVN_DBDIR", d);
+    };
+    for (db, schema) in [("nb", "ovn-nb"), ("sb", "ovn-sb")] {
+        run(Command::new("ovsdb-tool")
+            .arg("create")
+            .arg(d.join(format!("{db}.db")))
+            .arg(format!("/usr/share/ovn/{schema}.ovsschema")))?;
+    }
+    let sock = d.join("ovn.sock");
+    let db = format!("unix:{}", sock.display());
+    let mut c = Command::new("ovsdb-server");
+    env(&mut c);
+    c.arg(format!("--remote=punix:{}", sock.display()))
+        .arg(format!("--pidfile={}", d.join("ovn-ovsdb.pid").display()))
+        .arg(format!("--unixctl={}", d.join("ovn-ovsdb.ctl").display()))
+        .arg(format!("--log-file={}", d.join("ovn-ovsdb.log").display()))
+        .arg(d.join("nb.db"))
+        .arg(d.join("sb.db"));
+    let _ovsdb = spawn("ovn ovsdb-server", &mut c)?;
+    let nbctl = |extra: &[String]| -> anyhow::Result<String> {
+        let mut c = Command::new("ovn-nbctl");
+        env(&mut c);
+        run(c.arg(format!("--db={db}")).arg("--timeout=600").args(extra))
+    };
+    wyvern_testkit::poll::wait_until("OVN databases", timeout, || nbctl(&["show".into()]).is_ok())?;
+    let mut c = Command::new("ovn-northd");
+    env(&mut c);
+    c.arg(format!("--ovnnb-db={db}"))
+        .arg(format!("--ovnsb-db={db}"))
+        .arg(format!("--log-file={}", d.join("ovn-northd.log").display()))
+        .arg(format!("--pidfile={}", d.join("ovn-northd.pid").display()));
+    let _northd = spawn("ovn-northd", &mut c)?;
+
+    sb.add_bridge(BRIDGE, None)?;
+    sb.vsctl(&[
+        "set",
+        "open",
+        ".",
+        "external_ids:system-id=bench-hv1",
+        &format!("external_ids:ovn-remote={db}"),
+        "external_ids:ovn-encap-type=geneve",
+        "external_ids:ovn-encap-ip=127.0.0.1",
+        "external_ids:ovn-bridge-datapath-type=dummy",
+    ])?;
+    let mut c = Command::new("ovn-controller");
+    env(&mut c);
+    c.env("OVS_RUNDIR", sb.run_dir())
+        .arg(sb.db_target())
+        .arg(format!(
+            "--log-file={}",
+            d.join("ovn-controller.log").display()
+        ))
+        .arg(format!(
+            "--pidfile={}",
+            d.join("ovn-controller.pid").display()
+        ));
+    let _controller = spawn("ovn-controller", &mut c)?;
+    wyvern_testkit::poll::wait_until("ovn-controller to register its chassis", timeout, || {
+        let mut c = Command::new("ovn-sbctl");
+        env(&mut c);
+        run(c
+            .arg(format!("--db={db}"))
+            .args(["--bare", "--columns=name", "list", "Chassis"]))
+        .map(|s| s.contains("bench-hv1"))
+        .unwrap_or(false)
+    })?;
+    let (base_flows, _) = wait_settled(&sb, stable, timeout, 1)?;
+
+    log(format!("OVN: creating {} dummy interfaces", shape.ports()));
+    let t = Instant::now();
+    create_interfaces(&sb, shape.ports(), 1000)?;
+    let vswitchd_ports = secs(t.elapsed());
+
+    log("OVN: building the topology with ovn-nbctl");
+    let t0 = Instant::now();
+    let mut nbctl_calls = 0;
+    for n in 0..shape.networks {
+        let (cidr, gw) = shape.cidr(n);
+        let router_mac = mac(0x80_0000 + n);
+        let dhcp = nbctl(&[
+            "create".into(),
+            "DHCP_Options".into(),
+            format!("cidr={cidr}"),
+            format!(
+                "options={{lease_time=\"43200\",router=\"{gw}\",server_id=\"{gw}\",server_mac=\"{router_mac}\"}}"
+            ),
+        ])?;
+        let dhcp = dhcp.trim().to_owned();
+        let ls = format!("ls{n}");
+        let mut cmd: Vec<String> = vec!["ls-add".into(), ls.clone()];
+        for p in 0..shape.ports_per_network {
+            let k = n * shape.ports_per_network + p;
+            let lsp = format!("lsp{k}");
+            let addr = format!("{} {}", mac(k), shape.ip(n, p));
+            for c in [
+                vec!["lsp-add".into(), ls.clone(), lsp.clone()],
+                vec!["lsp-set-addresses".into(), lsp.clone(), addr.clone()],
+                vec!["lsp-set-port-security".into(), lsp.clone(), addr],
+                vec!["lsp-set-dhcpv4-options".into(), lsp.clone(), dhcp.clone()],
+            ] {
+                cmd.push("--".into());
+                cmd.extend(c);
+            }
+        }
+        nbctl(&cmd)?;
+        nbctl_calls += 2;
+    }
+    for r in 0..shape.routers {
+        let lr = format!("lr{r}");
+        let mut cmd: Vec<String> = vec!["lr-add".into(), lr.clone()];
+        for n in shape.router_networks(r) {
+            let (cidr, gw) = shape.cidr(n);
+            let prefix = cidr.rsplit('/').next().unwrap_or("24");
+            let lrp = format!("lrp{n}");
+            for c in [
+                vec![
+                    "lrp-add".into(),
+                    lr.clone(),
+                    lrp.clone(),
+                    mac(0x80_0000 + n),
+                    format!("{gw}/{prefix}"),
+                ],
+                vec!["lsp-add".into(), format!("ls{n}"), format!("rp{n}")],
+                vec!["lsp-set-type".into(), format!("rp{n}"), "router".into()],
+                vec![
+                    "lsp-set-addresses".into(),
+                    format!("rp{n}"),
+                    "router".into(),
+                ],
+                vec![
+                    "lsp-set-options".into(),
+                    format!("rp{n}"),
+                    format!("router-port={lrp}"),
+                ],
+            ] {
+                cmd.push("--".into());
+                cmd.extend(c);
+            }
+        }
+        nbctl(&cmd)?;
+        nbctl_calls += 1;
+    }
+    let nb_secs = secs(t0.elapsed());
+    log(format!("  {nb_secs} s; binding"));
+    let pairs: Vec<(String, String)> = (0..shape.ports())
+        .map(|k| (iface_name(k), format!("lsp{k}")))
+        .collect();
+    let tb = Instant::now();
+    bind(&sb, &pairs, true)?;
+    let last_write = Instant::now();
+    let bind_secs = secs(last_write - tb);
+    nbctl(&["--wait=hv".into(), "sync".into()])?;
+    let synced = Instant::now();
+    let (flows, at) = wait_settled(&sb, stable, timeout, base_flows + 1)?;
+    let done = at.max(synced);
+    let bound = {
+        let mut c = Command::new("ovn-sbctl");
+        env(&mut c);
+        run(c.arg(format!("--db={db}")).args([
+            "--bare",
+            "--columns=chassis",
+            "find",
+            "Port_Binding",
+            "type=\"\"",
+        ]))?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+    };
+    Ok(json!({
+        "vswitchd_create_interfaces_s": vswitchd_ports,
+        "nbctl_build_s": nb_secs,
+        "nbctl_calls": nbctl_calls,
+        "bind_transaction_s": bind_secs,
+        "wait_hv_sync_after_last_write_s": secs(synced - last_write),
+        "last_write_to_installed_s": secs(done.saturating_duration_since(last_write)),
+        "e2e_s": secs(done - t0),
+        "flows": flows,
+        "ports_bound_to_chassis": bound,
+    }))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let wyvernd = match &args.wyvernd {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable without a directory")?
+            .join("wyvernd"),
+    };
+    let shape = Shape {
+        networks: args.networks,
+        ports_per_network: args.ports_per_network,
+        routers: args.routers,
+        networks_per_router: args.networks_per_router,
+    };
+    if shape.ports_per_network > 250 || shape.networks > 256 * 200 {
+        bail!("the /24 addressing holds at most 250 ports per network");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the tokio runtime")?;
+    let load_before = loadavg_1m();
+    let wyvern = rt.block_on(bench_wyvern(&args, &shape, &wyvernd))?;
+    let ovn = if args.no_ovn {
+        Value::Null
+    } else {
+        match bench_ovn(&args, &shape) {
+            Ok(v) => v,
+            Err(e) => json!({ "error": format!("{e:#}") }),
+        }
+    };
+    let ratio = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
+    };
+    let report = json!({
+        "benchmark": "bench-flows",
+        "topology": {
+            "networks": shape.networks,
+            "ports": shape.ports(),
+            "routers": shape.routers,
+            "networks_per_router": shape.networks_per_router,
+        },
+        "wyvern": wyvern,
+        "ovn": ovn,
+        "summary": {
+            "cold_full_sync_over_raw": wyvern["cold_over_raw"],
+            "ovn_e2e_over_wyvern_e2e": ratio(&ovn["e2e_s"], &wyvern["e2e_s"]),
+            "ovn_after_last_write_over_wyvern": ratio(&ovn["last_write_to_installed_s"], &wyvern["last_write_to_installed_s"]),
+            "incremental_bind_to_flows_median_ms": wyvern["incremental_bind_to_flows_median_ms"],
+        },
+        "loadavg_1m_before": load_before,
+        "loadavg_1m_after": loadavg_1m(),
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    Ok(())
+}
