@@ -4,6 +4,7 @@
 //! `/v2.0/networks.json` behave the same and every unknown path gets a 404 in Neutron's error
 //! shape. Bodies are parsed by hand (never by an extractor that could answer in another shape).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -275,24 +276,84 @@ fn parse_body(body: &Bytes) -> Result<Value, HttpError> {
         .map_err(|e| HttpError::bad_request(format!("Malformed request body: {e}")))
 }
 
+fn s(v: &str) -> Option<Cow<'_, str>> {
+    Some(Cow::Borrowed(v))
+}
+fn u(v: &Uuid) -> Option<Cow<'static, str>> {
+    Some(Cow::Owned(v.to_string()))
+}
+
+// `str_attr`: the attributes that serialize as plain strings (checked by the
+// `typed_filters_match_json_filters` test).
 impl Listable for NetworkView {
     fn id(&self) -> Uuid {
         self.network.id
+    }
+    fn str_attr(&self, key: &str) -> Option<Cow<'_, str>> {
+        let n = &self.network;
+        match key {
+            "id" => u(&n.id),
+            "name" => s(&n.name),
+            "tenant_id" => s(&n.tenant_id),
+            "project_id" => s(&n.project_id),
+            "status" => s(&n.status),
+            "description" => s(&n.description),
+            _ => None,
+        }
     }
 }
 impl Listable for Arc<Subnet> {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn str_attr(&self, key: &str) -> Option<Cow<'_, str>> {
+        match key {
+            "id" => u(&self.id),
+            "name" => s(&self.name),
+            "tenant_id" => s(&self.tenant_id),
+            "project_id" => s(&self.project_id),
+            "network_id" => u(&self.network_id),
+            "cidr" => Some(Cow::Owned(self.cidr.to_string())),
+            "description" => s(&self.description),
+            _ => None,
+        }
+    }
 }
 impl Listable for Arc<Port> {
     fn id(&self) -> Uuid {
         self.id
     }
+    fn str_attr(&self, key: &str) -> Option<Cow<'_, str>> {
+        match key {
+            "id" => u(&self.id),
+            "name" => s(&self.name),
+            "tenant_id" => s(&self.tenant_id),
+            "project_id" => s(&self.project_id),
+            "network_id" => u(&self.network_id),
+            "mac_address" => Some(Cow::Owned(self.mac_address.to_string())),
+            "status" => s(&self.status),
+            "device_id" => s(&self.device_id),
+            "device_owner" => s(&self.device_owner),
+            "binding:host_id" => s(&self.binding_host_id),
+            "description" => s(&self.description),
+            _ => None,
+        }
+    }
 }
 impl Listable for Arc<Router> {
     fn id(&self) -> Uuid {
         self.id
+    }
+    fn str_attr(&self, key: &str) -> Option<Cow<'_, str>> {
+        match key {
+            "id" => u(&self.id),
+            "name" => s(&self.name),
+            "tenant_id" => s(&self.tenant_id),
+            "project_id" => s(&self.project_id),
+            "status" => s(&self.status),
+            "description" => s(&self.description),
+            _ => None,
+        }
     }
 }
 
@@ -662,4 +723,59 @@ async fn delete(
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wyvern_model::ModelConfig;
+
+    /// Every attribute that `str_attr` answers is, in the JSON, exactly that string; so a
+    /// typed filter on it matches the same objects as the JSON filter.
+    #[test]
+    fn typed_filters_match_json_filters() {
+        let ctx = RequestContext::admin("p1", Timestamp(1_700_000_000));
+        let mut t = Topology::new(ModelConfig::default());
+        let (c, n) = t
+            .create_network(
+                &ctx,
+                NetworkCreate::from_json(&json!({"name": "n\"1"}), &ctx).unwrap(),
+            )
+            .unwrap();
+        t.apply(&c);
+        let req =
+            SubnetCreate::from_json(&json!({"network_id": n.id, "cidr": "10.0.0.0/24"}), &ctx);
+        let (c, sn) = t.create_subnet(&ctx, req.unwrap()).unwrap();
+        t.apply(&c);
+        let body = json!({"network_id": n.id, "device_id": "vm-1", "device_owner": "compute:nova",
+                          "binding:host_id": "h1", "description": "d"});
+        let (c, p) = t
+            .create_port(&ctx, PortCreate::from_json(&body, &ctx).unwrap())
+            .unwrap();
+        t.apply(&c);
+        let req = RouterCreate::from_json(&json!({"name": "r"}), &ctx).unwrap();
+        let (_, r) = t.create_router(&ctx, req).unwrap();
+        fn check<T: Listable>(o: &T, keys: &[&str]) {
+            let v = serde_json::to_value(o).unwrap();
+            for k in keys {
+                let got = o.str_attr(k).unwrap_or_else(|| panic!("{k} not typed"));
+                assert_eq!(v[*k], Value::String(got.into_owned()), "{k}");
+            }
+            assert!(o.str_attr("fixed_ips").is_none());
+            assert!(o.str_attr("admin_state_up").is_none());
+        }
+        let common = ["id", "name", "tenant_id", "project_id", "description"];
+        check(&t.network_view(&n), &[&common[..], &["status"]].concat());
+        check(&sn, &[&common[..], &["network_id", "cidr"]].concat());
+        let port_keys = [
+            "network_id",
+            "mac_address",
+            "status",
+            "device_id",
+            "device_owner",
+            "binding:host_id",
+        ];
+        check(&p, &[&common[..], &port_keys[..]].concat());
+        check(&r, &[&common[..], &["status"]].concat());
+    }
 }

@@ -120,6 +120,11 @@ pub trait Listable: Serialize {
     fn json(&self) -> Option<&[u8]> {
         None
     }
+    /// The attribute `key` when it is a plain JSON string in every object of this type
+    /// (exactly the string `Serialize` writes), so filters on it can skip serialization.
+    fn str_attr(&self, _key: &str) -> Option<std::borrow::Cow<'_, str>> {
+        None
+    }
 }
 
 /// An object together with its cached JSON (see `Topology::enable_json_cache`).
@@ -141,6 +146,9 @@ impl<T: Listable> Listable for Cached<T> {
     }
     fn json(&self) -> Option<&[u8]> {
         self.json.as_deref()
+    }
+    fn str_attr(&self, key: &str) -> Option<std::borrow::Cow<'_, str>> {
+        self.obj.str_attr(key)
     }
 }
 
@@ -314,11 +322,37 @@ pub fn list_body<T: Listable>(
         None => None,
     };
     let links_key = format!("{collection}_links");
-    if !q.needs_values() {
+    // Filters on plain string attributes only (`network_id`, `device_id`, `name`, ...) are
+    // applied to the typed objects, so that the common filtered lists also take the fast
+    // path. Same semantics as `value_matches` on a JSON string: exact equality with one of
+    // the wanted values. The marker was checked against the unfiltered list above.
+    let typed_only = q.sort.is_empty()
+        && q.fields.is_empty()
+        && !q.filters.is_empty()
+        && items.first().is_some_and(|i| {
+            q.filters
+                .iter()
+                .all(|(k, _)| k != "fixed_ips" && i.str_attr(k).is_some())
+        });
+    let items = if typed_only {
+        items
+            .into_iter()
+            .filter(|i| {
+                q.filters.iter().all(|(k, wants)| {
+                    i.str_attr(k)
+                        .is_some_and(|v| wants.iter().any(|w| w.as_str() == v))
+                })
+            })
+            .collect()
+    } else {
+        items
+    };
+    if !q.needs_values() || typed_only {
         // Fast path: typed objects, already in id order.
         let pos = marker.map(|m| {
-            let i = items.partition_point(|x| x.id() < m);
-            (i + 1, i)
+            let before = items.partition_point(|x| x.id() < m);
+            let after = items.partition_point(|x| x.id() <= m);
+            (after, before)
         });
         let p = page(q, items.len(), pos);
         let ids: Vec<Uuid> = items[p.start..p.end].iter().map(Listable::id).collect();

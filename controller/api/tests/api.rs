@@ -732,6 +732,36 @@ async fn filters_fields_sorting_and_pagination() {
     assert_eq!(v["ports"].as_array().unwrap().len(), 1);
     let (_, v) = api.get(&format!("/v2.0/ports?network_id={}", ids[1])).await;
     assert_eq!(v["ports"], json!([]));
+    // Filtered pagination (typed filters, fast path): pages of one, links carry the filter,
+    // and a marker that the filter excludes still positions the page.
+    let (_, all) = api.get(&format!("/v2.0/ports?network_id={net}")).await;
+    let all: Vec<String> = all["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(all.len(), 2);
+    let (_, v) = api
+        .get(&format!("/v2.0/ports?network_id={net}&limit=1"))
+        .await;
+    assert_eq!(v["ports"][0]["id"], all[0].as_str());
+    assert_eq!(
+        v["ports_links"][0]["href"],
+        format!(
+            "http://test:9696/v2.0/ports?network_id={net}&limit=1&marker={}",
+            all[0]
+        )
+    );
+    let (_, v) = api
+        .get(&format!("/v2.0/ports?device_id=vm-2&marker={}", all[0]))
+        .await;
+    assert_eq!(v["ports"].as_array().unwrap().len(), 1);
+    assert_eq!(v["ports"][0]["id"], all[1].as_str());
+    let (_, v) = api
+        .get(&format!("/v2.0/ports?device_id=vm-1&marker={}", all[0]))
+        .await;
+    assert_eq!(v["ports"], json!([]));
     let (_, v) = api
         .get(&format!("/v2.0/subnets?network_id={net}&fields=cidr"))
         .await;
