@@ -5,10 +5,11 @@
 //!   Each port is bound to a patch port `iK` whose peer `fK` is on br-fan.
 //! - br-fan, a plain bridge this benchmark programs: the load generator's namespace (`gen0`)
 //!   and Kea's namespace (`kea0`, 10.0.255.250/16) are on it.
-//!   wyvern phase: a frame from gen0 with source MAC K goes to fK, so it enters br-int on
-//!   port K's own switch port (port security on, one rate-limit bucket per port, as K
-//!   separate VMs would); whatever comes back from fK goes to gen0.
-//!   Kea phase: gen0 <-> kea0.
+//!
+//! wyvern phase: a frame from gen0 with source MAC K goes to fK, so it enters br-int on port
+//! K's own switch port (port security on, one rate-limit bucket per port, as K separate VMs
+//! would); whatever comes back from fK goes to gen0. Kea phase: gen0 <-> kea0.
+//!
 //! The same generator (`dhcp-load`: real-client DORAs, many MACs, closed loop) runs against
 //! wyvern, then against Kea (raw sockets, a reservation per client MAC with the same
 //! address wyvern's port has, so both hand out fixed addresses). Then perfdhcp (Kea's own
@@ -20,7 +21,7 @@
 #[path = "../vmlab.rs"]
 mod vmlab;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use anyhow::{bail, Context};
@@ -60,6 +61,14 @@ const KEA_MAC: &str = "02:00:00:00:ff:02";
 const KEA_IP: &str = "10.0.255.250";
 const GEN_IP: &str = "10.0.255.251";
 
+/// Seconds of the unloaded measurement (one exchange in flight): latency without queueing.
+const SINGLE_SECONDS: f64 = 3.0;
+
+/// CPU seconds a process used between two readings.
+fn cpu_delta(a: Option<std::time::Duration>, b: Option<std::time::Duration>) -> Option<f64> {
+    Some(b?.checked_sub(a?)?.as_secs_f64())
+}
+
 /// Kills and reaps a child on drop.
 struct Reaped(Child);
 impl Drop for Reaped {
@@ -69,13 +78,14 @@ impl Drop for Reaped {
     }
 }
 
-fn load(lab: &Lab, bin: &PathBuf, macs: &PathBuf, args: &Args) -> anyhow::Result<Value> {
+/// One `dhcp-load` run with `window` exchanges in flight for `seconds`.
+fn load(lab: &Lab, bin: &Path, macs: &Path, window: usize, seconds: f64) -> anyhow::Result<Value> {
     let out = lab.namespaces[0]
         .command(&bin.display().to_string())
         .args(["--iface", "eth0", "--macs"])
         .arg(macs)
-        .args(["--seconds", &args.seconds.to_string()])
-        .args(["--window", &args.window.to_string()])
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--window", &window.to_string()])
         .output()
         .context("failed to run dhcp-load")?;
     if !out.status.success() {
@@ -84,19 +94,23 @@ fn load(lab: &Lab, bin: &PathBuf, macs: &PathBuf, args: &Args) -> anyhow::Result
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// Checks every client got its own port's address; returns the number that did not.
-fn wrong_leases(result: &Value, ports: &[(String, String)]) -> usize {
-    ports
-        .iter()
-        .filter(|(mac, ip)| result["leases"][mac.as_str()].as_str() != Some(ip.as_str()))
-        .count()
-}
-
+/// Drops the lease map from a `dhcp-load` result, keeping how many clients got a lease and
+/// how many of those got another address than their port's.
 fn summary(mut v: Value, ports: &[(String, String)]) -> Value {
-    let wrong = wrong_leases(&v, ports);
+    let leased: Vec<Option<&str>> = ports
+        .iter()
+        .map(|(mac, _)| v["leases"][mac.as_str()].as_str())
+        .collect();
+    let got = leased.iter().flatten().count();
+    let wrong = ports
+        .iter()
+        .zip(&leased)
+        .filter(|((_, ip), l)| l.is_some_and(|l| l != ip))
+        .count();
     if let Some(o) = v.as_object_mut() {
         o.remove("leases");
-        o.insert("clients_without_their_fixed_ip".into(), json!(wrong));
+        o.insert("clients_leased".into(), json!(got));
+        o.insert("leases_not_the_ports_ip".into(), json!(wrong));
     }
     v
 }
@@ -210,8 +224,11 @@ async fn main() -> anyhow::Result<()> {
     lab.wait_active(args.clients).await?;
 
     eprintln!("load on wyvern");
-    let wyvern = load(&lab, &dhcp_load, &macs, &args)?;
-    let wyvern_cpu = wyvern_bench::proc_cpu_time(lab.wyvernd.pid().unwrap_or(0));
+    let wyvern_pid = lab.wyvernd.pid().unwrap_or(0);
+    let wyvern_single = load(&lab, &dhcp_load, &macs, 1, SINGLE_SECONDS)?;
+    let cpu0 = wyvern_bench::proc_cpu_time(wyvern_pid);
+    let wyvern = load(&lab, &dhcp_load, &macs, args.window, args.seconds)?;
+    let wyvern_cpu = cpu_delta(cpu0, wyvern_bench::proc_cpu_time(wyvern_pid));
 
     // Kea: the same subnet, a reservation per client with the port's address.
     let kea_dir = scratch.join("kea");
@@ -264,8 +281,10 @@ async fn main() -> anyhow::Result<()> {
         "priority=200,in_port=gen0,actions=output:kea0",
     ])?;
     eprintln!("load on kea");
-    let kea_result = load(&lab, &dhcp_load, &macs, &args)?;
-    let kea_cpu = wyvern_bench::proc_cpu_time(kea_pid);
+    let kea_single = load(&lab, &dhcp_load, &macs, 1, SINGLE_SECONDS)?;
+    let cpu0 = wyvern_bench::proc_cpu_time(kea_pid);
+    let kea_result = load(&lab, &dhcp_load, &macs, args.window, args.seconds)?;
+    let kea_cpu = cpu_delta(cpu0, wyvern_bench::proc_cpu_time(kea_pid));
 
     // perfdhcp against Kea (relay mode; its own numbers, for reference).
     let perfdhcp = if args.perfdhcp_rate > 0 {
@@ -301,9 +320,11 @@ async fn main() -> anyhow::Result<()> {
         "window": args.window,
         "seconds": args.seconds,
         "wyvern": summary(wyvern, &mac_ip),
-        "wyvern_cpu_seconds_total": wyvern_cpu.map(|d| d.as_secs_f64()),
+        "wyvern_cpu_seconds_during_load": wyvern_cpu,
+        "wyvern_single_exchange_in_flight": summary(wyvern_single, &mac_ip),
         "kea": summary(kea_result, &mac_ip),
-        "kea_cpu_seconds_total": kea_cpu.map(|d| d.as_secs_f64()),
+        "kea_cpu_seconds_during_load": kea_cpu,
+        "kea_single_exchange_in_flight": summary(kea_single, &mac_ip),
         "perfdhcp_vs_kea": perfdhcp,
         "perfdhcp_vs_wyvern": "not measurable: perfdhcp always acts as a relay agent (UDP 67->67, giaddr, its own source MAC); wyvern answers only clients on their own port",
         "loadavg_1m": wyvern_bench::loadavg_1m(),

@@ -105,13 +105,16 @@ async fn build(wyvernd: &PathBuf, mode: &str) -> anyhow::Result<(Lab, u64)> {
     Ok((lab, flows_before))
 }
 
+/// What `sample` measured: first-ping RTTs, steady RTTs, first-packet costs, lost firsts.
+type Samples = (Vec<Duration>, Vec<Duration>, Vec<Duration>, usize);
+
 /// Per sample: `reset`, then three pings 20 ms apart; the first ping's RTT, the steady RTT
 /// (min of pings 2 and 3), and how many first pings were lost.
 fn sample(
     lab: &Lab,
     n: usize,
     mut reset: impl FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, Vec<Duration>, usize)> {
+) -> anyhow::Result<Samples> {
     let a = &lab.namespaces[0];
     let (mut first, mut steady, mut cost, mut lost) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for i in 0..n {
