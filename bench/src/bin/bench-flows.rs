@@ -7,7 +7,7 @@
 //!
 //! Phases:
 //! 1. `vswitchd_ports`: ovs-vswitchd creates the dummy interfaces (no iface-id yet), in a few
-//!    big transactions. Reported on its own: it is OVS's cost, the same for every controller.
+//!    one transaction. Reported on its own: it is OVS's cost, the same for every controller.
 //! 2. wyvernd, connected to the bridge: the topology through the Neutron API, then one OVSDB
 //!    transaction sets every interface's `external_ids:iface-id` (the last write). Reported:
 //!    API time, bind time, and from the last write until the flow table holds its final
@@ -18,7 +18,8 @@
 //! 4. Raw floor (baseline a): wyvernd stopped, the installed flows dumped to a file, the
 //!    bridge emptied, `ovs-ofctl --bundle add-flows` of that file timed (best of 3).
 //! 5. Cold full sync: bridge emptied again, wyvernd started on its data dir: time from the
-//!    start until the switch holds every flow again.
+//!    start until the switch holds every flow again. It includes the switch's reconnect
+//!    back-off (`max_backoff=1000`: at most 1 s), so it is an upper bound.
 //! 6. OVN (baseline b, unless `--no-ovn`): ovsdb-server (NB+SB), ovn-northd and ovn-controller
 //!    against a second OVS sandbox with the same interfaces; ovn-nbctl builds the same
 //!    topology (with DHCP options and port security), one transaction binds the interfaces,
@@ -396,10 +397,21 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         flow_count(&sb).map(|n| n > 0).unwrap_or(false)
     })?;
 
+    // Reconnect within a second once wyvernd is back (the cold sync below restarts it).
+    vsctl_batch(
+        &sb,
+        &[vec![
+            "set".into(),
+            "controller".into(),
+            BRIDGE.into(),
+            "max_backoff=1000".into(),
+        ]],
+        false,
+    )?;
     let total_ifaces = shape.ports() + args.samples;
     log(format!("creating {total_ifaces} dummy interfaces"));
     let t = Instant::now();
-    let chunks = create_interfaces(&sb, total_ifaces, 1000)?;
+    let chunks = create_interfaces(&sb, total_ifaces, total_ifaces)?;
     let vswitchd_ports = secs(t.elapsed());
     log(format!("  {vswitchd_ports} s"));
 
@@ -433,6 +445,7 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
 
     // Incremental: one port at a time.
     log("incremental ports");
+    let snoop = Snoop::start(&sb)?;
     let mut inc = Vec::new();
     for s in 0..args.samples {
         let net_id = {
@@ -488,6 +501,9 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         }));
     }
     let (flows_with_inc, _) = wait_settled(&sb, stable, timeout, 1)?;
+    let mut acks = snoop.bundle_acks_ms();
+    drop(snoop);
+    acks.sort_by(f64::total_cmp);
 
     // Raw floor: the same flows through ovs-ofctl, wyvernd out of the way.
     log("raw ovs-ofctl floor");
@@ -497,9 +513,8 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
     if dumped as u64 != flows_with_inc {
         bail!("dumped {dumped} flows, want {flows_with_inc}");
     }
-    // No controller may interfere. (OVS flushes the flow table when a bridge goes from
-    // some controllers to none or back: connmgr_set_controllers.)
-    sb.vsctl(&["del-controller", BRIDGE])?;
+    // The controller stays configured (removing it would make OVS flush the table, and
+    // re-adding it costs a reconfiguration of every port); nobody is connected now.
     let mut raw = Vec::new();
     for _ in 0..3 {
         empty_bridge(&sb)?;
@@ -553,6 +568,8 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         "dumped_flows": dumped,
         "incremental": inc,
         "incremental_bind_to_flows_median_ms": inc_sorted.get(inc_sorted.len() / 2),
+        "incremental_switch_ack_ms": acks,
+        "incremental_switch_ack_median_ms": acks.get(acks.len() / 2),
         "raw_ofctl_bundle_add_flows_s": raw,
         "raw_best_s": raw_best,
         "cold_full_sync_s": cold,
@@ -560,6 +577,80 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         "cold_over_raw": cold / raw_best,
         "wyvernd_rss_kib": rss,
     }))
+}
+
+/// `ovs-ofctl --timestamp snoop` on the bridge's controller connection (millisecond
+/// timestamps from the switch's side); killed and reaped on drop.
+struct Snoop {
+    child: Child,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Snoop {
+    fn start(sb: &OvsSandbox) -> anyhow::Result<Snoop> {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("snoop.txt");
+        let file = std::fs::File::create(&out)?;
+        let child = Command::new("ovs-ofctl")
+            .args(["-O", "OpenFlow13", "--timestamp", "snoop"])
+            .env("OVS_RUNDIR", sb.run_dir())
+            .arg(format!(
+                "unix:{}",
+                sb.run_dir().join(format!("{BRIDGE}.snoop")).display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .context("failed to start ovs-ofctl snoop")?;
+        Ok(Snoop {
+            child,
+            out,
+            _dir: dir,
+        })
+    }
+
+    /// Per update: milliseconds from the bundle's OPEN_REQUEST to the BARRIER_REPLY that
+    /// follows its commit, as snoop saw them.
+    fn bundle_acks_ms(&self) -> Vec<f64> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let mut acks = Vec::new();
+        let mut last_ts = None;
+        let mut open = None;
+        for line in text.lines() {
+            if let Some(ts) = parse_ts(line) {
+                last_ts = Some(ts);
+            }
+            if line.contains("type=OPEN_REQUEST") && open.is_none() {
+                open = last_ts;
+            }
+            if line.contains("OFPT_BARRIER_REPLY") {
+                if let (Some(a), Some(b)) = (open.take(), last_ts) {
+                    acks.push(((b - a) * 1e3 * 1e3).round() / 1e3);
+                }
+            }
+        }
+        acks
+    }
+}
+
+/// Seconds of the day from snoop's `2026-11-28 14:31:17.123: ` prefix.
+fn parse_ts(line: &str) -> Option<f64> {
+    let time = line.get(11..23)?;
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    line.get(23..25).filter(|t| *t == ": ")?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+impl Drop for Snoop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A daemon the benchmark started; killed and reaped on drop.
@@ -676,7 +767,7 @@ fn bench_ovn(args: &Args, shape: &Shape) -> anyhow::Result<Value> {
 
     log(format!("OVN: creating {} dummy interfaces", shape.ports()));
     let t = Instant::now();
-    create_interfaces(&sb, shape.ports(), 1000)?;
+    create_interfaces(&sb, shape.ports(), shape.ports())?;
     let vswitchd_ports = secs(t.elapsed());
 
     log("OVN: building the topology with ovn-nbctl");
@@ -839,6 +930,7 @@ fn main() -> anyhow::Result<()> {
             "ovn_e2e_over_wyvern_e2e": ratio(&ovn["e2e_s"], &wyvern["e2e_s"]),
             "ovn_after_last_write_over_wyvern": ratio(&ovn["last_write_to_installed_s"], &wyvern["last_write_to_installed_s"]),
             "incremental_bind_to_flows_median_ms": wyvern["incremental_bind_to_flows_median_ms"],
+            "incremental_switch_ack_median_ms": wyvern["incremental_switch_ack_median_ms"],
         },
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": loadavg_1m(),

@@ -51,31 +51,6 @@ impl Drop for Snoop {
     }
 }
 
-/// One OpenFlow message as snoop printed it: its first line and the lines under it.
-#[derive(Debug)]
-struct Msg {
-    head: String,
-    body: Vec<String>,
-}
-
-/// Splits snoop's output into messages (a message starts at an unindented line).
-fn messages(text: &str) -> Vec<Msg> {
-    let mut out: Vec<Msg> = Vec::new();
-    for line in text.lines() {
-        if line.starts_with(' ') || line.starts_with('\t') {
-            if let Some(m) = out.last_mut() {
-                m.body.push(line.trim().to_owned());
-            }
-        } else if !line.trim().is_empty() {
-            out.push(Msg {
-                head: line.trim().to_owned(),
-                body: Vec::new(),
-            });
-        }
-    }
-    out
-}
-
 /// Sends an ICMP echo to the gateway (a packet-in for the ICMP app) tagged with `id`, and
 /// waits for the echo reply: a marker in the snoop stream.
 fn ping_gateway(host: &Host, demo: &Demo, vm: &Vm, id: u16) {
