@@ -116,7 +116,14 @@ fn vsctl_batch(sb: &OvsSandbox, cmds: &[Vec<String>], no_wait: bool) -> anyhow::
 
 /// `ovs-ofctl dump-aggregate`'s flow_count.
 fn flow_count(sb: &OvsSandbox) -> anyhow::Result<u64> {
-    let out = sb.ofctl(&["dump-aggregate", BRIDGE])?;
+    flow_count_of(sb, None)
+}
+
+/// flow_count of the flows matching `filter` (e.g. `table=7`), or of all.
+fn flow_count_of(sb: &OvsSandbox, filter: Option<&str>) -> anyhow::Result<u64> {
+    let mut args = vec!["dump-aggregate", BRIDGE];
+    args.extend(filter);
+    let out = sb.ofctl(&args)?;
     out.split_whitespace()
         .find_map(|w| w.strip_prefix("flow_count="))
         .and_then(|n| n.parse().ok())
@@ -436,6 +443,16 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
     bind(&sb, &pairs, true)?;
     let last_write = Instant::now();
     let bind_secs = secs(last_write - tb);
+    // Every bound port has its egress flow (table 7, plus the miss flow) before the table
+    // may count as settled: bindings can arrive after a quiet moment.
+    let want_egress = shape.ports() as u64 + 1;
+    let deadline = Instant::now() + timeout;
+    while flow_count_of(&sb, Some("table=7"))? != want_egress {
+        if Instant::now() > deadline {
+            bail!("not every port got its egress flow");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (flows, at) = wait_settled(&sb, stable, timeout, 1)?;
     let after_write = secs(at.saturating_duration_since(last_write));
     let e2e = secs(at - t0);
