@@ -417,7 +417,7 @@ impl Compiler {
             if !new_flows.is_empty() {
                 self.flows.insert(owner, new_flows);
             }
-            if let Owner::Network(id) = owner {
+            if matches!(owner, Owner::Network(_)) {
                 let old_key = self
                     .groups
                     .iter()
@@ -429,11 +429,9 @@ impl Compiler {
                         delta.groups_removed.push(k);
                     }
                     (old, Some(g)) => {
-                        if old.is_some_and(|k| k != g.network) {
-                            if let Some(k) = old {
-                                self.groups.remove(&k);
-                                delta.groups_removed.push(k);
-                            }
+                        if let Some(k) = old.filter(|k| *k != g.network) {
+                            self.groups.remove(&k);
+                            delta.groups_removed.push(k);
                         }
                         if self.groups.get(&g.network) != Some(&g) {
                             delta.groups_set.push(g.clone());
@@ -442,7 +440,6 @@ impl Compiler {
                     }
                     (None, None) => {}
                 }
-                let _ = id;
             }
         }
         Ok(delta)
