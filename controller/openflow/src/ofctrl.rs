@@ -513,15 +513,41 @@ impl Worker {
         Ok(Installed { flows, groups })
     }
 
-    /// The difference between desired and installed for the dirty keys only.
+    /// The difference between desired and installed for the dirty keys only: an
+    /// incremental update costs O(its size), not O(all flows).
     fn diff_dirty(&self, installed: &Installed) -> Vec<Op> {
+        self.diff_keys(
+            installed,
+            &self.dirty_flows,
+            self.dirty_groups.iter().copied(),
+        )
+    }
+
+    /// The whole difference between desired and installed.
+    fn diff(&self, installed: &Installed) -> Vec<Op> {
+        let flows: HashSet<&FlowKey> = self.desired.keys().chain(installed.flows.keys()).collect();
+        let groups = self
+            .desired_groups
+            .keys()
+            .chain(installed.groups.keys())
+            .copied();
+        self.diff_keys(installed, flows, groups)
+    }
+
+    /// The operations that make `keys` on the switch equal to desired, ordered so that groups
+    /// exist before flows use them and are deleted after flows stop using them.
+    fn diff_keys<'a>(
+        &self,
+        installed: &Installed,
+        flow_keys: impl IntoIterator<Item = &'a FlowKey>,
+        group_ids: impl IntoIterator<Item = u32>,
+    ) -> Vec<Op> {
         let mut group_adds = Vec::new();
         let mut flow_ops = Vec::new();
         let mut group_dels = Vec::new();
-        let mut gids: Vec<_> = self.dirty_groups.iter().collect();
-        gids.sort();
+        let gids: std::collections::BTreeSet<u32> = group_ids.into_iter().collect();
         for id in gids {
-            match (self.desired_groups.get(id), installed.groups.get(id)) {
+            match (self.desired_groups.get(&id), installed.groups.get(&id)) {
                 (Some(g), cur) if cur != Some(g) => group_adds.push(Op::Group(GroupMod {
                     command: if cur.is_none() {
                         GroupModCommand::Add
@@ -535,13 +561,13 @@ impl Worker {
                 (None, Some(g)) => group_dels.push(Op::Group(GroupMod {
                     command: GroupModCommand::Delete,
                     group_type: g.group_type,
-                    group_id: *id,
+                    group_id: id,
                     buckets: Vec::new(),
                 })),
                 _ => {}
             }
         }
-        for key in &self.dirty_flows {
+        for key in flow_keys {
             match (self.desired.get(key), installed.flows.get(key)) {
                 (Some(want), _) if self.failed.get(key) == Some(want) => {}
                 (Some(want), None) => flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::Add))),
@@ -549,6 +575,7 @@ impl Worker {
                 (Some(want), Some(cur)) if cur.only_instructions_differ(want) => {
                     flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::ModifyStrict)))
                 }
+                // Cookie, timeouts or flags differ: ADD replaces the flow in place.
                 (Some(want), Some(_)) => {
                     flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::Add)))
                 }
@@ -558,64 +585,6 @@ impl Worker {
                     flow_ops.push(Op::Flow(fm));
                 }
                 (None, None) => {}
-            }
-        }
-        group_adds.extend(flow_ops);
-        group_adds.extend(group_dels);
-        group_adds
-    }
-
-    /// The difference between desired and installed, ordered so that groups exist before
-    /// flows use them and are deleted after flows stop using them.
-    fn diff(&self, installed: &Installed) -> Vec<Op> {
-        let mut group_adds = Vec::new();
-        let mut flow_ops = Vec::new();
-        let mut group_dels = Vec::new();
-        let mut gids: Vec<_> = self.desired_groups.keys().collect();
-        gids.sort();
-        for id in gids {
-            let g = &self.desired_groups[id];
-            let command = match installed.groups.get(id) {
-                None => GroupModCommand::Add,
-                Some(cur) if cur == g => continue,
-                Some(_) => GroupModCommand::Modify,
-            };
-            group_adds.push(Op::Group(GroupMod {
-                command,
-                group_type: g.group_type,
-                group_id: g.group_id,
-                buckets: g.buckets.clone(),
-            }));
-        }
-        for (key, want) in &self.desired {
-            if self.failed.get(key) == Some(want) {
-                continue;
-            }
-            match installed.flows.get(key) {
-                None => flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::Add))),
-                Some(cur) if cur.same_as(want) => {}
-                Some(cur) if cur.only_instructions_differ(want) => {
-                    flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::ModifyStrict)))
-                }
-                // Cookie, timeouts or flags differ: ADD replaces the flow in place.
-                Some(_) => flow_ops.push(Op::Flow(want.flow_mod(FlowModCommand::Add))),
-            }
-        }
-        for (key, cur) in &installed.flows {
-            if !self.desired.contains_key(key) {
-                let mut fm = cur.flow_mod(FlowModCommand::DeleteStrict);
-                fm.instructions = Instructions::default();
-                flow_ops.push(Op::Flow(fm));
-            }
-        }
-        for (id, g) in &installed.groups {
-            if !self.desired_groups.contains_key(id) {
-                group_dels.push(Op::Group(GroupMod {
-                    command: GroupModCommand::Delete,
-                    group_type: g.group_type,
-                    group_id: *id,
-                    buckets: Vec::new(),
-                }));
             }
         }
         group_adds.extend(flow_ops);
