@@ -100,6 +100,9 @@ pub enum ModelError {
 
     #[error("{0} is disallowed by policy")]
     PolicyNotAuthorized(String),
+    /// An admin asked for an id (restore, cascade) that an object already has.
+    #[error("Unable to create the {kind} with id {id}: an object with that id already exists.")]
+    IdInUse { kind: &'static str, id: Uuid },
 }
 
 impl ModelError {
@@ -142,6 +145,7 @@ impl ModelError {
             HostRoutesExhausted { .. } => "HostRoutesExhausted",
             InvalidRoutes { .. } => "InvalidRoutes",
             PolicyNotAuthorized(_) => "PolicyNotAuthorized",
+            IdInUse { .. } => "Conflict",
         }
     }
 
@@ -166,7 +170,8 @@ impl ModelError {
             | RouterInterfaceInUseByRoute { .. }
             | GatewayIpInUse { .. }
             | GatewayConflictWithAllocationPools { .. }
-            | OverlappingAllocationPools { .. } => 409,
+            | OverlappingAllocationPools { .. }
+            | IdInUse { .. } => 409,
             MacAddressGenerationFailure(_) => 503,
             PolicyNotAuthorized(_) => 403,
             InvalidAttribute { .. }

@@ -42,6 +42,19 @@ fn new_id() -> Uuid {
     Uuid::now_v7()
 }
 
+/// The id of an object to create: the admin's requested one if no object has it, else new.
+fn fresh_id(
+    requested: Option<Uuid>,
+    kind: &'static str,
+    taken: impl Fn(Uuid) -> bool,
+) -> Result<Uuid, ModelError> {
+    match requested {
+        Some(id) if taken(id) => Err(ModelError::IdInUse { kind, id }),
+        Some(id) => Ok(id),
+        None => Ok(new_id()),
+    }
+}
+
 fn parse_id(id: &str) -> Option<Uuid> {
     Uuid::parse_str(id).ok()
 }
@@ -251,8 +264,9 @@ impl Topology {
             ));
         }
         let mtu = self.check_mtu(req.mtu)?.unwrap_or(self.cfg.max_mtu);
+        let id = fresh_id(req.id, "network", |id| self.networks.contains_key(&id))?;
         let n = Arc::new(Network {
-            id: new_id(),
+            id,
             name: req.name,
             tenant_id: req.project_id.clone(),
             project_id: req.project_id,
@@ -402,7 +416,7 @@ impl Topology {
             }
             None => default_pools(cidr, gateway_ip),
         };
-        let id = new_id();
+        let id = fresh_id(req.id, "subnet", |id| self.subnets.contains_key(&id))?;
         self.check_subnet_limits(id, &req.dns_nameservers, &req.host_routes)?;
         let s = Arc::new(Subnet {
             id,
@@ -715,8 +729,9 @@ impl Topology {
         };
         let fixed_ips =
             self.resolve_fixed_ips(net.id, req.fixed_ips.as_deref(), None, &req.device_owner)?;
+        let id = fresh_id(req.id, "port", |id| self.ports.contains_key(&id))?;
         let p = Arc::new(Port {
-            id: new_id(),
+            id,
             name: req.name,
             tenant_id: req.project_id.clone(),
             project_id: req.project_id,
@@ -831,8 +846,9 @@ impl Topology {
         ctx: &RequestContext,
         req: RouterCreate,
     ) -> Result<(Change, Arc<Router>), ModelError> {
+        let id = fresh_id(req.id, "router", |id| self.routers.contains_key(&id))?;
         let r = Arc::new(Router {
-            id: new_id(),
+            id,
             name: req.name,
             tenant_id: req.project_id.clone(),
             project_id: req.project_id,

@@ -111,6 +111,17 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    /// The `id` of an object to create. Neutron never accepts one; wyvern lets an admin choose
+    /// it so that a restore (checkpoint) or a bottom copy (cascade) keeps the original id. For
+    /// anyone else `id` stays unread, and [`Attrs::finish`] refuses it as read-only.
+    fn requested_id(&mut self, ctx: &RequestContext) -> Result<Option<Uuid>, ModelError> {
+        if ctx.is_admin {
+            self.uuid("id")
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Refuses everything not read: read-only attributes by name, the rest as unrecognized.
     fn finish(self, read_only: &[&str]) -> Result<(), ModelError> {
         let mut unknown = Vec::new();
@@ -317,6 +328,8 @@ fn gateway(v: Option<&Value>) -> Result<GatewayRequest, ModelError> {
 /// `POST /v2.0/networks` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkCreate {
+    /// Chosen by an admin (see `Attrs::requested_id`); else a new UUIDv7.
+    pub id: Option<Uuid>,
     pub project_id: String,
     pub name: String,
     pub description: String,
@@ -360,6 +373,7 @@ impl NetworkCreate {
     pub fn from_json(v: &Value, ctx: &RequestContext) -> Result<Self, ModelError> {
         let mut a = Attrs::new(v, "network", "POST")?;
         let r = NetworkCreate {
+            id: a.requested_id(ctx)?,
             project_id: a.project(ctx)?,
             name: a.text("name")?.unwrap_or_default(),
             description: a.text("description")?.unwrap_or_default(),
@@ -407,6 +421,8 @@ impl NetworkUpdate {
 /// `POST /v2.0/subnets` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubnetCreate {
+    /// Chosen by an admin (see `Attrs::requested_id`); else a new UUIDv7.
+    pub id: Option<Uuid>,
     pub project_id: String,
     pub network_id: Uuid,
     pub name: String,
@@ -466,6 +482,7 @@ impl SubnetCreate {
             }
         };
         let r = SubnetCreate {
+            id: a.requested_id(ctx)?,
             project_id: a.project(ctx)?,
             network_id,
             name: a.text("name")?.unwrap_or_default(),
@@ -629,6 +646,8 @@ fn security_groups(list: &[Value]) -> Result<Vec<Uuid>, ModelError> {
 /// `POST /v2.0/ports` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PortCreate {
+    /// Chosen by an admin (see `Attrs::requested_id`); else a new UUIDv7.
+    pub id: Option<Uuid>,
     pub project_id: String,
     pub network_id: Uuid,
     pub name: String,
@@ -684,6 +703,7 @@ impl PortCreate {
             .uuid("network_id")?
             .ok_or_else(|| ModelError::MissingAttribute("network_id".into()))?;
         let r = PortCreate {
+            id: a.requested_id(ctx)?,
             project_id: a.project(ctx)?,
             network_id,
             name: a.text("name")?.unwrap_or_default(),
@@ -763,6 +783,8 @@ impl PortUpdate {
 /// `POST /v2.0/routers` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterCreate {
+    /// Chosen by an admin (see `Attrs::requested_id`); else a new UUIDv7.
+    pub id: Option<Uuid>,
     pub project_id: String,
     pub name: String,
     pub description: String,
@@ -792,6 +814,7 @@ impl RouterCreate {
     pub fn from_json(v: &Value, ctx: &RequestContext) -> Result<Self, ModelError> {
         let mut a = Attrs::new(v, "router", "POST")?;
         let r = RouterCreate {
+            id: a.requested_id(ctx)?,
             project_id: a.project(ctx)?,
             name: a.text("name")?.unwrap_or_default(),
             description: a.text("description")?.unwrap_or_default(),

@@ -1044,3 +1044,53 @@ fn new_ids_are_ordered_by_creation() {
         .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[test]
+fn admin_may_choose_ids_on_create_members_may_not() {
+    let mut t = T::new();
+    let (net_id, sub_id, port_id) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    let admin = t.admin.clone();
+    let n = t
+        .net_as(&admin, json!({"id": net_id, "name": "n"}))
+        .unwrap();
+    assert_eq!(n.id, net_id);
+    let s = t
+        .subnet(json!({"id": sub_id, "network_id": net_id, "cidr": "10.0.0.0/24"}))
+        .unwrap();
+    assert_eq!(s.id, sub_id);
+    let p = t
+        .port(
+            json!({"id": port_id, "network_id": net_id, "mac_address": "fa:16:3e:00:00:07",
+                     "fixed_ips": [{"ip_address": "10.0.0.9"}]}),
+        )
+        .unwrap();
+    assert_eq!(
+        (p.id, p.mac_address.to_string()),
+        (port_id, "fa:16:3e:00:00:07".into())
+    );
+
+    // The same id twice: 409, nothing created.
+    assert_eq!(
+        ty(t.net_as(&admin, json!({"id": net_id}))),
+        ("Conflict", 409)
+    );
+    assert_eq!(
+        ty(t.port(json!({"id": port_id, "network_id": net_id}))),
+        ("Conflict", 409)
+    );
+    // Not a UUID: 400.
+    assert_eq!(
+        ty(t.net_as(&admin, json!({"id": "x"}))),
+        ("HTTPBadRequest", 400)
+    );
+    // A member's `id` is a read-only attribute, as in Neutron.
+    let member = RequestContext::member("p1", NOW);
+    assert_eq!(
+        ty(t.net_as(&member, json!({"id": uuid::Uuid::new_v4()}))),
+        ("HTTPBadRequest", 400)
+    );
+}

@@ -8,4 +8,5 @@
 pub mod netns;
 pub mod ovs;
 pub mod poll;
+pub mod venv;
 pub mod wyvernd;
