@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use wyvern_apps::{DhcpConfig, DhcpPortContext, DhcpSubnet, EthernetAddress, RateLimiter};
@@ -52,12 +52,71 @@ impl Default for AppsConfig {
 }
 
 /// What the apps did, by event (for `wyvern status` and metrics).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AppStats {
     counts: Mutex<BTreeMap<String, u64>>,
+    /// Packet-in handling time by punt reason (`unknown` when the reason is unreadable).
+    pub handling_duration: wyvern_metrics::prometheus::HistogramVec,
+    /// Port key -> when its last DHCPACK runs out; RELEASE removes it. One entry per port
+    /// at most, counted at scrape time (the series itself carries no port label).
+    leases: Mutex<std::collections::HashMap<u32, Instant>>,
+}
+
+impl Default for AppStats {
+    fn default() -> Self {
+        let handling_duration = wyvern_metrics::prometheus::HistogramVec::new(
+            wyvern_metrics::prometheus::HistogramOpts::new(
+                "wyvern_packet_in_handling_duration_seconds",
+                "Time from a packet-in reaching the apps to its answer being sent (or it being dropped), by punt reason.",
+            )
+            .buckets(wyvern_metrics::latency_buckets()),
+            &["reason"],
+        )
+        // Constant name, help and label with valid buckets: creation cannot fail.
+        .unwrap_or_else(|e| unreachable!("invalid histogram options: {e}"));
+        AppStats {
+            counts: Mutex::default(),
+            handling_duration,
+            leases: Mutex::default(),
+        }
+    }
+}
+
+/// Label of a punt reason in metrics.
+pub fn punt_label(reason: Option<PuntReason>) -> &'static str {
+    match reason {
+        Some(PuntReason::Dhcp) => "dhcp",
+        Some(PuntReason::L3Miss) => "l3_miss",
+        Some(PuntReason::TtlExpired) => "ttl_expired",
+        Some(PuntReason::IcmpToRouter) => "icmp_to_router",
+        None => "unknown",
+    }
 }
 
 impl AppStats {
+    /// Leases handed out (DHCPACK) that have neither run out nor been released.
+    pub fn active_leases(&self) -> usize {
+        let now = Instant::now();
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|until| **until > now)
+            .count()
+    }
+
+    fn lease(&self, port: u32, until: Option<Instant>) {
+        let mut l = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        match until {
+            Some(t) => {
+                l.insert(port, t);
+            }
+            None => {
+                l.remove(&port);
+            }
+        }
+    }
+
     fn bump(&self, what: impl Into<String>) {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         *c.entry(what.into()).or_default() += 1;
@@ -130,6 +189,24 @@ async fn handle(
         .as_deref()
         .and_then(|u| u.first())
         .and_then(|c| PuntReason::from_code(*c));
+    let label = punt_label(reason);
+    stats.bump(format!("packet_in:{label}"));
+    let started = Instant::now();
+    dispatch(ctrl, cfg, stats, limiter, p, reason).await;
+    stats
+        .handling_duration
+        .with_label_values(&[label])
+        .observe(started.elapsed().as_secs_f64());
+}
+
+async fn dispatch(
+    ctrl: &LocalController,
+    cfg: &AppsConfig,
+    stats: &AppStats,
+    limiter: &mut RateLimiter<u32>,
+    p: PacketIn,
+    reason: Option<PuntReason>,
+) {
     let (Some(reason), Some(in_port)) = (reason, reg(&p, Field::InPort)) else {
         stats.bump("packet_in_drop:unknown_reason");
         return;
@@ -231,6 +308,17 @@ fn dhcp(
     };
     match wyvern_apps::handle_dhcp(&p.data, &ctx, &cfg.dhcp) {
         Ok(outcome) => {
+            stats.bump(format!("dhcp_message:{}", outcome.request.label()));
+            match outcome.reply_kind() {
+                Some(wyvern_apps::DhcpReplyKind::Ack) => stats.lease(
+                    pk,
+                    Some(Instant::now() + Duration::from_secs(u64::from(cfg.dhcp.lease_time_secs))),
+                ),
+                None if matches!(outcome.request, wyvern_apps::DhcpRequestKind::Release) => {
+                    stats.lease(pk, None)
+                }
+                _ => {}
+            }
             match outcome.reply_kind() {
                 Some(kind) => stats.bump(format!("dhcp_reply:{}", kind.label())),
                 None => stats.bump(format!("dhcp_request:{}", outcome.request.label())),
@@ -301,6 +389,8 @@ async fn l3_miss(
         return;
     };
     desired.idle_timeout = cfg.reactive_idle_timeout;
+    // The switch reports the expiry (FLOW_REMOVED), counted as an expired reactive flow.
+    desired.flags |= wyvern_openflow::wire::flow_flags::SEND_FLOW_REM;
     let Some(sw) = ctrl.ofctrl().switch() else {
         stats.bump("l3_drop:no_switch");
         return;

@@ -89,7 +89,7 @@ pub struct State {
 }
 
 /// Progress counters, readable without locks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Status {
     /// Store revision the compiled pipeline reflects.
     pub compiled_revision: AtomicU64,
@@ -103,6 +103,53 @@ pub struct Status {
     pub mirror_errors: AtomicU64,
     pub sync_errors: AtomicU64,
     pub packet_ins: AtomicU64,
+    /// Unsolicited OpenFlow errors (no pending request), by
+    /// [`wyvern_openflow::ofctrl::error_type_index`].
+    pub unsolicited_errors: [AtomicU64; wyvern_openflow::ofctrl::ERROR_TYPES.len()],
+    /// Switch connections lost.
+    pub switch_disconnects: AtomicU64,
+    /// Reactive flows the switch removed on their idle or hard timeout (FLOW_REMOVED).
+    pub reactive_flows_expired: AtomicU64,
+    /// Compile time by kind (`full`, `incremental`), mapping to OpenFlow included.
+    pub compile_duration: wyvern_metrics::prometheus::HistogramVec,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        let compile_duration = wyvern_metrics::prometheus::HistogramVec::new(
+            wyvern_metrics::prometheus::HistogramOpts::new(
+                "wyvern_pipeline_compile_duration_seconds",
+                "Time to compile a model or binding change into flows and map them to OpenFlow, by kind (full, incremental).",
+            )
+            .buckets(wyvern_metrics::latency_buckets()),
+            &["kind"],
+        )
+        // Constant name, help and label with valid buckets: creation cannot fail.
+        .unwrap_or_else(|e| unreachable!("invalid histogram options: {e}"));
+        Status {
+            compiled_revision: AtomicU64::new(0),
+            installed_revision: AtomicU64::new(0),
+            full_compiles: AtomicU64::new(0),
+            incremental_compiles: AtomicU64::new(0),
+            owners_recompiled: AtomicU64::new(0),
+            flows_added: AtomicU64::new(0),
+            flows_removed: AtomicU64::new(0),
+            mirror_errors: AtomicU64::new(0),
+            sync_errors: AtomicU64::new(0),
+            packet_ins: AtomicU64::new(0),
+            unsolicited_errors: Default::default(),
+            switch_disconnects: AtomicU64::new(0),
+            reactive_flows_expired: AtomicU64::new(0),
+            compile_duration,
+        }
+    }
+}
+
+/// OFPT_FLOW_REMOVED; its body starts with cookie (8), priority (2), reason (1).
+const OFPT_FLOW_REMOVED: u8 = 11;
+/// OFPRR_IDLE_TIMEOUT and OFPRR_HARD_TIMEOUT: the flow expired (not deleted by us).
+fn flow_expired(body: &[u8]) -> bool {
+    matches!(body.get(10), Some(0 | 1))
 }
 
 /// Handle to a running local controller.
@@ -254,6 +301,7 @@ impl LocalController {
                 }
             }
         }
+        let started = std::time::Instant::now();
         let (flows, groups) = {
             let mut st = self.write();
             st.topo = topo;
@@ -266,6 +314,10 @@ impl LocalController {
             let _ = self.keys_tx.send(compiler.take_key_changes());
             wyvern_ofpipe::map_all(compiler.flows(), compiler.groups())?
         };
+        self.status
+            .compile_duration
+            .with_label_values(&["full"])
+            .observe(started.elapsed().as_secs_f64());
         self.status.full_compiles.fetch_add(1, Ordering::Relaxed);
         self.status
             .compiled_revision
@@ -273,6 +325,15 @@ impl LocalController {
         tracing::info!(objects = kvs.len(), flows = flows.len(), %revision, "compiled full pipeline");
         self.track(self.ofctrl.set_desired(flows, groups), revision.0);
         Ok(revision)
+    }
+
+    /// The incremental compile time (the mapping to OpenFlow happens in `push`, which is
+    /// cheap next to it and not included).
+    fn observe_incremental(&self, started: std::time::Instant) {
+        self.status
+            .compile_duration
+            .with_label_values(&["incremental"])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
@@ -402,8 +463,22 @@ impl LocalController {
                             if let SwitchEvent::PacketIn { .. } = ev {
                                 self.status.packet_ins.fetch_add(1, Ordering::Relaxed);
                             }
-                            if let SwitchEvent::Error { xid, error } = &ev {
-                                tracing::warn!(xid, %error, "unsolicited OpenFlow error");
+                            match &ev {
+                                SwitchEvent::Error { xid, error } => {
+                                    let i = wyvern_openflow::ofctrl::error_type_index(error.err_type);
+                                    self.status.unsolicited_errors[i].fetch_add(1, Ordering::Relaxed);
+                                    tracing::warn!(xid, %error, "unsolicited OpenFlow error");
+                                }
+                                SwitchEvent::Disconnected { .. } => {
+                                    self.status.switch_disconnects.fetch_add(1, Ordering::Relaxed);
+                                }
+                                SwitchEvent::Message {
+                                    message: wyvern_openflow::wire::Message::Unknown { msg_type: OFPT_FLOW_REMOVED, body },
+                                    ..
+                                } if flow_expired(body) => {
+                                    self.status.reactive_flows_expired.fetch_add(1, Ordering::Relaxed);
+                                }
+                                _ => {}
                             }
                             if let Some(tx) = &packet_in_tx {
                                 let _ = tx.send(ev);
@@ -423,6 +498,7 @@ impl LocalController {
         status_tx: &mpsc::UnboundedSender<PortStatus>,
     ) {
         let mut errors = Vec::new();
+        let started = std::time::Instant::now();
         let delta = {
             let mut st = self.write();
             let change = change_from_events(&st.topo, batch, &mut errors);
@@ -451,6 +527,7 @@ impl LocalController {
             self.status.mirror_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "failed to mirror store event");
         }
+        self.observe_incremental(started);
         match delta {
             Ok(delta) => self.push(&delta, revision),
             Err(e) => {
@@ -478,6 +555,7 @@ impl LocalController {
         let Ok(port) = lport.parse::<Uuid>() else {
             return;
         };
+        let started = std::time::Instant::now();
         let delta = {
             let mut st = self.write();
             let State {
@@ -503,6 +581,7 @@ impl LocalController {
             let _ = self.keys_tx.send(compiler.take_key_changes());
             delta
         };
+        self.observe_incremental(started);
         match delta {
             Ok(delta) => self.push(&delta, revision),
             Err(e) => tracing::error!(error = %e, "failed to compile a binding change"),

@@ -196,8 +196,8 @@ impl SyncReport {
     }
 }
 
-/// Monotonic counters since start (for tests and /metrics).
-#[derive(Debug, Default)]
+/// Monotonic counters since start, and gauges of the last sync (for tests and /metrics).
+#[derive(Debug)]
 pub struct OfctrlCounters {
     pub flow_mods: AtomicU64,
     pub flow_adds: AtomicU64,
@@ -207,6 +207,71 @@ pub struct OfctrlCounters {
     pub bundles: AtomicU64,
     pub full_syncs: AtomicU64,
     pub errors: AtomicU64,
+    /// Rejected ops by OpenFlow error type, indexed by [`error_type_index`].
+    pub errors_by_type: [AtomicU64; ERROR_TYPES.len()],
+    /// Switch connections attached (the first one and every reconnect).
+    pub attaches: AtomicU64,
+    /// Flows desired after the last sync.
+    pub desired_flows: AtomicU64,
+    /// Flows ofctrl knows installed on the switch after the last sync.
+    pub installed_flows: AtomicU64,
+    /// Desired flows and groups the last sync left different on the switch (rejected and
+    /// not resent until their desired value changes); 0 when the switch matches.
+    pub differences: AtomicU64,
+    /// Wall time of each sync that sent or read something (read + bundles + barriers).
+    pub sync_duration: wyvern_metrics::prometheus::Histogram,
+}
+
+/// Labels of OpenFlow error types, by [`error_type_index`] (OFPET_* names, lower case).
+pub const ERROR_TYPES: [&str; 9] = [
+    "hello_failed",
+    "bad_request",
+    "bad_action",
+    "bad_instruction",
+    "bad_match",
+    "flow_mod_failed",
+    "group_mod_failed",
+    "experimenter",
+    "other",
+];
+
+/// Index of an OFPET_* type in [`ERROR_TYPES`].
+pub fn error_type_index(err_type: u16) -> usize {
+    match err_type {
+        0..=6 => err_type as usize,
+        0xffff => 7,
+        _ => 8,
+    }
+}
+
+impl Default for OfctrlCounters {
+    fn default() -> Self {
+        let sync_duration = wyvern_metrics::prometheus::Histogram::with_opts(
+            wyvern_metrics::prometheus::HistogramOpts::new(
+                "wyvern_openflow_sync_duration_seconds",
+                "Time of one ofctrl sync: reading the switch's tables (after a connect), the bundles and their barriers.",
+            )
+            .buckets(wyvern_metrics::latency_buckets()),
+        )
+        // Constant name and help with valid buckets: creation cannot fail.
+        .unwrap_or_else(|e| unreachable!("invalid histogram options: {e}"));
+        OfctrlCounters {
+            flow_mods: AtomicU64::new(0),
+            flow_adds: AtomicU64::new(0),
+            flow_modifies: AtomicU64::new(0),
+            flow_deletes: AtomicU64::new(0),
+            group_mods: AtomicU64::new(0),
+            bundles: AtomicU64::new(0),
+            full_syncs: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            errors_by_type: Default::default(),
+            attaches: AtomicU64::new(0),
+            desired_flows: AtomicU64::new(0),
+            installed_flows: AtomicU64::new(0),
+            differences: AtomicU64::new(0),
+            sync_duration,
+        }
+    }
 }
 
 /// A plain copy of [`OfctrlCounters`].
@@ -336,6 +401,11 @@ impl Ofctrl {
             .filter(Switch::is_connected)
     }
 
+    /// The live counters and gauges (for /metrics collectors reading them at scrape time).
+    pub fn live_counters(&self) -> &Arc<OfctrlCounters> {
+        &self.counters
+    }
+
     pub fn counters(&self) -> CountersSnapshot {
         let c = &self.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -405,7 +475,12 @@ impl Worker {
                 self.waiting = waiters;
                 continue;
             }
+            let started = std::time::Instant::now();
             let result = self.sync().await;
+            self.counters
+                .sync_duration
+                .observe(started.elapsed().as_secs_f64());
+            self.record_gauges();
             if matches!(result, Err(OfctrlError::Disconnected(_))) {
                 self.installed = None;
                 self.waiting = waiters;
@@ -455,6 +530,7 @@ impl Worker {
                 waiters.push(tx);
             }
             Command::Attach(s, tx) => {
+                self.counters.attaches.fetch_add(1, Ordering::Relaxed);
                 *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
                 self.switch = Some(s);
                 self.installed = None;
@@ -709,6 +785,8 @@ impl Worker {
                 }
                 tracing::warn!(%op, %error, "switch rejected");
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                self.counters.errors_by_type[error_type_index(error.err_type)]
+                    .fetch_add(1, Ordering::Relaxed);
                 report.errors.push(OpError {
                     op: op.clone(),
                     error,
@@ -732,6 +810,24 @@ impl Worker {
             Ok(Err(_)) | Err(_) => return Err(OfctrlError::Disconnected("commit")),
         };
         Ok((rejected, committed))
+    }
+
+    /// Sizes after a sync, O(1): the difference is what the switch refused (everything else
+    /// was just sent and acknowledged, or the sync failed and the next one retries).
+    fn record_gauges(&self) {
+        let c = &self.counters;
+        c.desired_flows
+            .store(self.desired.len() as u64, Ordering::Relaxed);
+        if let Some(inst) = &self.installed {
+            c.installed_flows
+                .store(inst.flows.len() as u64, Ordering::Relaxed);
+        }
+        let failed = self
+            .failed
+            .iter()
+            .filter(|(k, v)| self.desired.get(*k) == Some(*v))
+            .count();
+        c.differences.store(failed as u64, Ordering::Relaxed);
     }
 
     fn count(&self, op: &Op, report: &mut SyncReport) {
