@@ -153,7 +153,8 @@ async fn dispatch(
     }
 }
 
-/// Extensions wyvern actually implements (alias, name, description).
+/// Extensions wyvern actually implements (alias, name, description): clients and tempest
+/// decide what to try from this list, so it must never promise more than is served.
 const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 Neutron networks"),
     ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
@@ -167,6 +168,9 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("standard-attr-timestamp", "Resource timestamps", "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
     ("pagination", "Pagination support", "Extension that indicates that pagination is enabled."),
     ("sorting", "Sorting support", "Extension that indicates that sorting is enabled."),
+    // Tags work on subnets, ports and routers too, but `standard-attr-tag`/`tag-ext` also
+    // promise subnet pools, which wyvern does not have: only the network one is listed.
+    ("tag", "Tag support", "Enables to set tag on resources."),
 ];
 
 fn extension_json(e: &(&str, &str, &str)) -> Value {
@@ -203,7 +207,8 @@ async fn route(
     let ctx = st
         .auth
         .authenticate(headers, now())
-        .map_err(|e| HttpError::new(StatusCode::UNAUTHORIZED, "HTTPUnauthorized", e.to_string()))?;
+        .await
+        .map_err(|e| HttpError::new(e.status(), e.neutron_type(), e.to_string()))?;
     let q = || ListQuery::parse(uri.query());
     match (&segs[1..], method.clone()) {
         ([], Method::GET) => {
@@ -267,7 +272,155 @@ async fn route(
         (["routers", _, "add_router_interface" | "remove_router_interface"], _) => {
             Err(HttpError::method_not_allowed())
         }
+        ([coll, id, "tags"], m) => {
+            let kind: Kind = coll.parse().map_err(|_| HttpError::not_found())?;
+            tags_all(st, &ctx, kind, id, m, body).await
+        }
+        ([coll, id, "tags", tag], m) => {
+            let kind: Kind = coll.parse().map_err(|_| HttpError::not_found())?;
+            tag_one(st, &ctx, kind, id, &percent_decode(tag), m).await
+        }
         _ => Err(HttpError::not_found()),
+    }
+}
+
+/// `%XX` escapes of a path segment (tags may hold any character but `,` and `/`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn no_content(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
+}
+
+/// `GET/PUT/DELETE /v2.0/{collection}/{id}/tags`.
+async fn tags_all(
+    st: &AppState,
+    ctx: &RequestContext,
+    kind: Kind,
+    id: &str,
+    method: Method,
+    body: &Bytes,
+) -> Result<Response, HttpError> {
+    let (ctx, id) = (ctx.clone(), id.to_string());
+    match method {
+        Method::GET => {
+            let tags = st.svc.read(|t| t.tags_of(&ctx, kind, &id))?;
+            ok_json(StatusCode::OK, &json!({ "tags": tags }))
+        }
+        Method::PUT => {
+            let v = parse_body(body)?;
+            let tags: Vec<String> = match v.get("tags") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|t| t.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| {
+                        HttpError::bad_request("Invalid tags body: tags must be strings")
+                    })?,
+                _ => {
+                    return Err(HttpError::bad_request(
+                        "Invalid tags body: expected {\"tags\": [...]}",
+                    ))
+                }
+            };
+            let tags = st
+                .svc
+                .write(move |t| t.set_tags(&ctx, kind, &id, tags))
+                .await?;
+            ok_json(StatusCode::OK, &json!({ "tags": tags }))
+        }
+        Method::DELETE => {
+            st.svc
+                .write(move |t| t.set_tags(&ctx, kind, &id, Vec::new()))
+                .await?;
+            Ok(no_content(StatusCode::NO_CONTENT))
+        }
+        _ => Err(HttpError::method_not_allowed()),
+    }
+}
+
+fn tag_not_found(kind: Kind, id: &str, tag: &str) -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        "TagNotFound",
+        format!("Tag {tag} could not be found for {} {id}.", kind.singular()),
+    )
+}
+
+/// `GET/PUT/DELETE /v2.0/{collection}/{id}/tags/{tag}`.
+async fn tag_one(
+    st: &AppState,
+    ctx: &RequestContext,
+    kind: Kind,
+    id: &str,
+    tag: &str,
+    method: Method,
+) -> Result<Response, HttpError> {
+    let (ctx, id, tag) = (ctx.clone(), id.to_string(), tag.to_string());
+    match method {
+        Method::GET => {
+            let tags = st.svc.read(|t| t.tags_of(&ctx, kind, &id))?;
+            if tags.contains(&tag) {
+                Ok(no_content(StatusCode::NO_CONTENT))
+            } else {
+                Err(tag_not_found(kind, &id, &tag))
+            }
+        }
+        Method::PUT => {
+            st.svc
+                .write(move |t| {
+                    let mut tags = t.tags_of(&ctx, kind, &id)?;
+                    tags.push(tag);
+                    t.set_tags(&ctx, kind, &id, tags)
+                })
+                .await?;
+            Ok(no_content(StatusCode::CREATED))
+        }
+        Method::DELETE => {
+            let (kid, ktag) = (id.clone(), tag.clone());
+            let found = st
+                .svc
+                .write(move |t| {
+                    let mut tags = t.tags_of(&ctx, kind, &id)?;
+                    let before = tags.len();
+                    tags.retain(|x| *x != tag);
+                    if tags.len() == before {
+                        // Still a permission check: a stranger gets 404 for the object first.
+                        return Ok((Change::default(), false));
+                    }
+                    t.set_tags(&ctx, kind, &id, tags).map(|(c, _)| (c, true))
+                })
+                .await?;
+            if found {
+                Ok(no_content(StatusCode::NO_CONTENT))
+            } else {
+                Err(tag_not_found(kind, &kid, &ktag))
+            }
+        }
+        _ => Err(HttpError::method_not_allowed()),
     }
 }
 

@@ -14,7 +14,10 @@ mod service;
 
 use std::future::Future;
 
-pub use auth::{Auth, AuthError, TokenInfo, TokenTable, Unauthenticated};
+pub use auth::{
+    Auth, AuthError, AuthFailure, KeystoneAuth, KeystoneConfig, KeystoneIdentity, TokenInfo,
+    TokenTable, DEFAULT_KEYSTONE_TIMEOUT, DEFAULT_TOKEN_CACHE_CAPACITY, DEFAULT_TOKEN_CACHE_TTL,
+};
 pub use http::{router, HttpError};
 pub use service::{ApiError, NbConfig, NbService};
 

@@ -218,10 +218,38 @@ fn fixed_ips_match(item: &Value, wants: &[String]) -> bool {
     })
 }
 
+/// The tag extension's filters (`tags`, `tags-any`, `not-tags`, `not-tags-any`), each a
+/// comma-separated list; `None` when `key` is not one of them.
+fn tags_match(item: &Value, key: &str, wants: &[String]) -> Option<bool> {
+    if !matches!(key, "tags" | "tags-any" | "not-tags" | "not-tags-any") {
+        return None;
+    }
+    let have: Vec<&str> = item
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut wanted = wants
+        .iter()
+        .flat_map(|w| w.split(','))
+        .filter(|t| !t.is_empty());
+    let all = wanted.clone().all(|t| have.contains(&t));
+    let any = wanted.any(|t| have.contains(&t));
+    Some(match key {
+        "tags" => all,
+        "tags-any" => any,
+        "not-tags" => !all,
+        _ => !any,
+    })
+}
+
 fn matches(item: &Value, filters: &[(String, Vec<String>)]) -> bool {
     filters.iter().all(|(k, wants)| {
         if k == "fixed_ips" {
             return fixed_ips_match(item, wants);
+        }
+        if let Some(m) = tags_match(item, k, wants) {
+            return m;
         }
         match item.get(k) {
             Some(v) => wants.iter().any(|w| value_matches(v, w)),
@@ -515,6 +543,20 @@ fn serialize_list<T: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_filters_follow_the_tag_extension() {
+        let item = serde_json::json!({"id": "x", "tags": ["red", "blue"]});
+        let m = |k: &str, v: &str| matches(&item, &[(k.to_string(), vec![v.to_string()])]);
+        assert!(m("tags", "red,blue"));
+        assert!(!m("tags", "red,green"));
+        assert!(m("tags-any", "green,blue"));
+        assert!(!m("tags-any", "green"));
+        assert!(m("not-tags", "red,green"));
+        assert!(!m("not-tags", "red"));
+        assert!(m("not-tags-any", "green"));
+        assert!(!m("not-tags-any", "green,red"));
+    }
 
     #[test]
     fn parse_collects_repeats_and_checks_values() {

@@ -29,6 +29,8 @@ pub enum AuthMode {
     Noauth,
     /// `X-Auth-Token` is looked up in the token file (token -> project, roles).
     TokenFile,
+    /// `X-Auth-Token` is validated by Keystone v3 (`keystone_*` keys).
+    Keystone,
 }
 
 /// Log output format.
@@ -101,6 +103,8 @@ pub enum ConfigError {
     BadMac(String),
     #[error("failed to configure auth: auth = \"token-file\" needs token_file (--token-file or WYVERN_TOKEN_FILE)")]
     MissingTokenFile,
+    #[error("failed to configure auth: auth = \"keystone\" needs {0} (--{1} or WYVERN_{2})")]
+    MissingKeystone(&'static str, &'static str, &'static str),
 }
 
 /// The wyvernd command line. Every key is optional here so that the config file and the
@@ -127,6 +131,27 @@ pub struct Args {
     /// Token file for `--auth token-file` (JSON: token -> project_id, roles).
     #[arg(long, env = "WYVERN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Keystone endpoint for `--auth keystone` (e.g. http://127.0.0.1:5000/v3).
+    #[arg(long, env = "WYVERN_KEYSTONE_URL")]
+    pub keystone_url: Option<String>,
+    /// wyvern's service user in Keystone (needs the service or admin role).
+    #[arg(long, env = "WYVERN_KEYSTONE_USERNAME")]
+    pub keystone_username: Option<String>,
+    /// The service user's password (prefer the config file or the environment).
+    #[arg(long, env = "WYVERN_KEYSTONE_PASSWORD", hide_env_values = true)]
+    pub keystone_password: Option<String>,
+    /// Project of the service token [default: service].
+    #[arg(long, env = "WYVERN_KEYSTONE_PROJECT_NAME")]
+    pub keystone_project_name: Option<String>,
+    /// Domain of the service user [default: Default].
+    #[arg(long, env = "WYVERN_KEYSTONE_USER_DOMAIN_NAME")]
+    pub keystone_user_domain_name: Option<String>,
+    /// Domain of the service project [default: Default].
+    #[arg(long, env = "WYVERN_KEYSTONE_PROJECT_DOMAIN_NAME")]
+    pub keystone_project_domain_name: Option<String>,
+    /// Seconds a validated token is trusted before Keystone is asked again [default: 10].
+    #[arg(long, env = "WYVERN_TOKEN_CACHE_TTL")]
+    pub token_cache_ttl: Option<u64>,
     /// First MAC address of generated port MACs [default: fa:16:3e:00:00:00].
     #[arg(long, env = "WYVERN_BASE_MAC")]
     pub base_mac: Option<Mac>,
@@ -211,6 +236,13 @@ pub struct FileConfig {
     pub api_listen: Option<SocketAddr>,
     pub auth: Option<AuthMode>,
     pub token_file: Option<PathBuf>,
+    pub keystone_url: Option<String>,
+    pub keystone_username: Option<String>,
+    pub keystone_password: Option<String>,
+    pub keystone_project_name: Option<String>,
+    pub keystone_user_domain_name: Option<String>,
+    pub keystone_project_domain_name: Option<String>,
+    pub token_cache_ttl: Option<u64>,
     pub base_mac: Option<Mac>,
     pub log_format: Option<LogFormat>,
     pub ovsdb: Option<String>,
@@ -255,6 +287,7 @@ pub struct Config {
 pub enum Auth {
     NoAuth,
     TokenFile(PathBuf),
+    Keystone(wyvern_api::KeystoneConfig),
 }
 
 impl Config {
@@ -276,6 +309,44 @@ impl Config {
             AuthMode::Noauth => Auth::NoAuth,
             AuthMode::TokenFile => {
                 Auth::TokenFile(token_file.ok_or(ConfigError::MissingTokenFile)?)
+            }
+            AuthMode::Keystone => {
+                let missing = |k, f, e| ConfigError::MissingKeystone(k, f, e);
+                let url = (args.keystone_url.clone())
+                    .or(file.keystone_url.clone())
+                    .ok_or(missing("keystone_url", "keystone-url", "KEYSTONE_URL"))?;
+                let user = (args.keystone_username.clone())
+                    .or(file.keystone_username.clone())
+                    .ok_or(missing(
+                        "keystone_username",
+                        "keystone-username",
+                        "KEYSTONE_USERNAME",
+                    ))?;
+                let password = (args.keystone_password.clone())
+                    .or(file.keystone_password.clone())
+                    .ok_or(missing(
+                        "keystone_password",
+                        "keystone-password",
+                        "KEYSTONE_PASSWORD",
+                    ))?;
+                let project = (args.keystone_project_name.clone())
+                    .or(file.keystone_project_name.clone())
+                    .unwrap_or_else(|| "service".into());
+                let mut k = wyvern_api::KeystoneConfig::new(url, user, password, project);
+                if let Some(d) = (args.keystone_user_domain_name.clone())
+                    .or(file.keystone_user_domain_name.clone())
+                {
+                    k.user_domain_name = d;
+                }
+                if let Some(d) = (args.keystone_project_domain_name.clone())
+                    .or(file.keystone_project_domain_name.clone())
+                {
+                    k.project_domain_name = d;
+                }
+                if let Some(t) = args.token_cache_ttl.or(file.token_cache_ttl) {
+                    k.cache_ttl = std::time::Duration::from_secs(t);
+                }
+                Auth::Keystone(k)
             }
         };
         Ok(Config {

@@ -31,7 +31,7 @@ pub enum ServeError {
     },
     #[error("failed to open the store: {0}")]
     Store(#[source] wyvern_store::StoreError),
-    #[error("failed to load the token file: {0}")]
+    #[error("failed to set up authentication: {0}")]
     TokenFile(#[source] wyvern_api::AuthError),
     #[error("failed to load the topology: {0}")]
     Service(#[source] wyvern_api::ApiError),
@@ -102,6 +102,7 @@ pub async fn run(
             default_project: NOAUTH_PROJECT.to_owned(),
         },
         Auth::TokenFile(path) => ApiAuth::load_token_file(path).map_err(ServeError::TokenFile)?,
+        Auth::Keystone(k) => ApiAuth::keystone(k.clone()).map_err(ServeError::TokenFile)?,
     };
     let store = RedbStore::open(&cfg.data_dir.join(STORE_FILE), RedbOptions::default())
         .map_err(ServeError::Store)?;

@@ -1,5 +1,6 @@
 //! Who is asking: the project, its roles and the time of the request.
 
+use crate::error::ModelError;
 use crate::types::Timestamp;
 
 /// The caller of an operation, as established by authentication.
@@ -40,5 +41,25 @@ impl RequestContext {
     /// Whether this caller may see an object owned by `project_id`.
     pub fn owns(&self, project_id: &str) -> bool {
         self.is_admin || self.project_id == project_id
+    }
+
+    /// Neutron's default policy: writes need the `member` role (admins may everything); a
+    /// caller with only `reader` (or no role) may read what it can see, nothing more.
+    /// Keystone's implied roles put `member` and `reader` in an admin's token too.
+    pub fn can_write(&self) -> bool {
+        self.is_admin
+            || self
+                .roles
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case("member") || r == "_member_")
+    }
+
+    /// `PolicyNotAuthorized` (403) naming `action` unless the caller may write.
+    pub fn check_write(&self, action: &str) -> Result<(), ModelError> {
+        if self.can_write() {
+            Ok(())
+        } else {
+            Err(ModelError::PolicyNotAuthorized(action.to_string()))
+        }
     }
 }

@@ -10,12 +10,14 @@ mod context;
 mod error;
 mod ops;
 mod request;
+mod tags;
 mod topology;
 mod types;
 
 pub use context::RequestContext;
 pub use error::ModelError;
 pub use ops::{default_pools, InterfaceInfo};
+pub use tags::{normalize_tags, MAX_TAGS, MAX_TAG_LEN};
 pub use request::{
     AddressPairRequest, FixedIpRequest, GatewayRequest, InterfaceRequest, NetworkCreate,
     NetworkUpdate, PortCreate, PortUpdate, RouterCreate, RouterUpdate, SubnetCreate, SubnetUpdate,

@@ -225,7 +225,7 @@ impl Topology {
             .filter(move |r| ctx.owns(&r.project_id))
     }
 
-    fn writable_network(
+    pub(crate) fn writable_network(
         &self,
         ctx: &RequestContext,
         id: &str,
@@ -235,10 +235,11 @@ impl Topology {
         if !ctx.owns(&n.project_id) {
             return Err(ModelError::PolicyNotAuthorized(action.to_string()));
         }
+        ctx.check_write(action)?;
         Ok(n)
     }
 
-    fn writable_subnet(
+    pub(crate) fn writable_subnet(
         &self,
         ctx: &RequestContext,
         id: &str,
@@ -248,6 +249,7 @@ impl Topology {
         if !ctx.owns(&s.project_id) {
             return Err(ModelError::PolicyNotAuthorized(action.to_string()));
         }
+        ctx.check_write(action)?;
         Ok(s)
     }
 
@@ -258,6 +260,7 @@ impl Topology {
         ctx: &RequestContext,
         req: NetworkCreate,
     ) -> Result<(Change, Arc<Network>), ModelError> {
+        ctx.check_write("create_network")?;
         if req.shared && !ctx.is_admin {
             return Err(ModelError::PolicyNotAuthorized(
                 "create_network:shared".into(),
@@ -383,6 +386,7 @@ impl Topology {
         req: SubnetCreate,
     ) -> Result<(Change, Arc<Subnet>), ModelError> {
         let net = self.visible_network(ctx, &req.network_id.to_string())?;
+        ctx.check_write("create_subnet")?;
         if !ctx.owns(&net.project_id) {
             return Err(ModelError::PolicyNotAuthorized("create_subnet".into()));
         }
@@ -720,6 +724,7 @@ impl Topology {
         req: PortCreate,
     ) -> Result<(Change, Arc<Port>), ModelError> {
         let net = self.visible_network(ctx, &req.network_id.to_string())?;
+        ctx.check_write("create_port")?;
         let mac = match req.mac_address {
             Some(m) => {
                 self.check_mac(net.id, m, None)?;
@@ -770,6 +775,7 @@ impl Topology {
         req: PortUpdate,
     ) -> Result<(Change, Arc<Port>), ModelError> {
         let old = self.visible_port(ctx, id)?;
+        ctx.check_write("update_port")?;
         let mut p = (**old).clone();
         if let Some(m) = req.mac_address {
             self.check_mac(p.network_id, m, Some(p.id))?;
@@ -826,6 +832,7 @@ impl Topology {
     /// Router interface ports go through remove_router_interface instead (409).
     pub fn delete_port(&self, ctx: &RequestContext, id: &str) -> Result<Change, ModelError> {
         let p = self.visible_port(ctx, id)?;
+        ctx.check_write("delete_port")?;
         if p.is_router_interface()
             && parse_id(&p.device_id).is_some_and(|r| self.routers.contains_key(&r))
         {
@@ -846,6 +853,7 @@ impl Topology {
         ctx: &RequestContext,
         req: RouterCreate,
     ) -> Result<(Change, Arc<Router>), ModelError> {
+        ctx.check_write("create_router")?;
         let id = fresh_id(req.id, "router", |id| self.routers.contains_key(&id))?;
         let r = Arc::new(Router {
             id,
@@ -917,6 +925,7 @@ impl Topology {
         req: RouterUpdate,
     ) -> Result<(Change, Arc<Router>), ModelError> {
         let old = self.visible_router(ctx, id)?;
+        ctx.check_write("update_router")?;
         let mut r = (**old).clone();
         if let Some(routes) = req.routes {
             self.validate_routes(r.id, &routes)?;
@@ -942,6 +951,7 @@ impl Topology {
     /// Refused (409) while the router has interfaces.
     pub fn delete_router(&self, ctx: &RequestContext, id: &str) -> Result<Change, ModelError> {
         let r = self.visible_router(ctx, id)?;
+        ctx.check_write("delete_router")?;
         if self.router_interfaces(&r.id).next().is_some() {
             return Err(ModelError::RouterInUse(r.id));
         }
@@ -1000,6 +1010,7 @@ impl Topology {
         req: InterfaceRequest,
     ) -> Result<(Change, InterfaceInfo), ModelError> {
         let router = self.visible_router(ctx, router_id)?;
+        ctx.check_write("add_router_interface")?;
         let bad = |msg: String| ModelError::BadRequest {
             resource: "router",
             msg,
@@ -1109,6 +1120,7 @@ impl Topology {
         req: InterfaceRequest,
     ) -> Result<(Change, InterfaceInfo), ModelError> {
         let router = self.visible_router(ctx, router_id)?;
+        ctx.check_write("remove_router_interface")?;
         let port = match req {
             InterfaceRequest::Subnet(sid) => {
                 let s = self.visible_subnet(ctx, &sid.to_string())?;

@@ -6,6 +6,7 @@
 //! zombies on this kind of machine) and is stopped and reaped on `Drop`.
 
 pub mod etcd;
+pub mod keystone;
 pub mod netns;
 pub mod ovs;
 pub mod poll;
