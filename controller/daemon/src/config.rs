@@ -125,6 +125,9 @@ pub struct Args {
     /// Address of the Neutron API; port 0 picks a free one [default: 127.0.0.1:9696].
     #[arg(long, env = "WYVERN_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
+    /// Address of Prometheus `/metrics`; port 0 picks a free one [default: 127.0.0.1:9464].
+    #[arg(long, env = "WYVERN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// How requests are authenticated [default: noauth].
     #[arg(long, env = "WYVERN_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
@@ -234,6 +237,7 @@ pub struct SwitchSettings {
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub api_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
     pub auth: Option<AuthMode>,
     pub token_file: Option<PathBuf>,
     pub keystone_url: Option<String>,
@@ -275,6 +279,8 @@ impl FileConfig {
 pub struct Config {
     pub data_dir: PathBuf,
     pub api_listen: SocketAddr,
+    /// Where `/metrics` is served (a bind failure is logged, wyvernd keeps running).
+    pub metrics_listen: SocketAddr,
     pub auth: Auth,
     pub base_mac: Mac,
     pub log_format: LogFormat,
@@ -359,6 +365,10 @@ impl Config {
                     .parse()
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9696)))
             }),
+            metrics_listen: args
+                .metrics_listen
+                .or(file.metrics_listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9464))),
             auth,
             base_mac: args.base_mac.or(file.base_mac).unwrap_or(DEFAULT_BASE_MAC),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
@@ -403,6 +413,7 @@ mod tests {
         let c = Config::merge(Args::default(), FileConfig::default()).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("./wyvern-data"));
         assert_eq!(c.api_listen.to_string(), "127.0.0.1:9696");
+        assert_eq!(c.metrics_listen.to_string(), "127.0.0.1:9464");
         assert_eq!(c.auth, Auth::NoAuth);
         assert_eq!(c.base_mac.to_string(), "fa:16:3e:00:00:00");
         assert_eq!(c.log_format, LogFormat::Text);

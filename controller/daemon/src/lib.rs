@@ -3,4 +3,5 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod server;

@@ -53,6 +53,8 @@ pub enum ServeError {
     },
     #[error("failed to start the local controller: {0}")]
     Local(#[source] wyvern_local::LocalError),
+    #[error("failed to set up metrics: {0}")]
+    Metrics(#[source] wyvern_metrics::MetricsError),
 }
 
 /// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), logs on stderr.
@@ -106,10 +108,12 @@ pub async fn run(
     };
     let store = RedbStore::open(&cfg.data_dir.join(STORE_FILE), RedbOptions::default())
         .map_err(ServeError::Store)?;
+    let metrics = crate::metrics::DaemonMetrics::new().map_err(ServeError::Metrics)?;
+    let metered = metrics.wrap_store(store.clone() as Arc<dyn Store>).await;
     let mut nb = NbConfig::default();
     let m = cfg.base_mac.0;
     nb.model.mac_prefix = MacPrefix([m[0], m[1], m[2]]);
-    let svc = NbService::open(store.clone() as Arc<dyn Store>, nb)
+    let svc = NbService::open(metered.clone(), nb)
         .await
         .map_err(ServeError::Service)?;
     let listener = TcpListener::bind(cfg.api_listen)
@@ -123,14 +127,18 @@ pub async fn run(
         source,
     })?;
     if let Some(sw) = &cfg.switch {
-        let local = start_local(sw, store.clone() as Arc<dyn Store>, svc.clone()).await?;
+        let local = start_local(sw, metered.clone(), svc.clone(), &metrics).await?;
         if let Some(of) = local.openflow_addr() {
             println!("wyvernd openflow on {of}");
         }
     }
+    metrics.set_service(svc.clone());
+    serve_metrics(cfg.metrics_listen, &metrics).await;
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "serving the Neutron API");
     on_ready(addr);
-    let result = wyvern_api::serve(listener, wyvern_api::router(svc, auth), shutdown).await;
+    let api = wyvern_api::router(svc, auth).layer(metrics.http().layer());
+    let result = wyvern_api::serve(listener, api, shutdown).await;
+    drop(metered);
     // Every acknowledged write is already durable; dropping the last store handle stops the
     // committer after it answered what was queued, and closes the file.
     drop(store);
@@ -139,12 +147,32 @@ pub async fn run(
     Ok(())
 }
 
+/// Binds `/metrics` and serves it in the background. A taken port is logged, not fatal:
+/// losing metrics must not take the controller down (and parallel test daemons share the
+/// default port).
+async fn serve_metrics(listen: SocketAddr, metrics: &crate::metrics::DaemonMetrics) {
+    match TcpListener::bind(listen).await {
+        Ok(listener) => {
+            let addr = listener.local_addr().unwrap_or(listen);
+            // Test harnesses read this line from the log to find a port-0 address.
+            tracing::info!(%addr, "serving /metrics");
+            crate::metrics::spawn_server(listener, metrics.registry().clone());
+        }
+        Err(e) => tracing::error!(
+            addr = %listen,
+            error = %e,
+            "failed to listen for /metrics; running without it"
+        ),
+    }
+}
+
 /// Starts the local controller (switch programming and packet-in apps) and the task that
 /// writes port status back through the northbound service.
 async fn start_local(
     sw: &SwitchSettings,
     store: Arc<dyn Store>,
     svc: Arc<NbService>,
+    metrics: &crate::metrics::DaemonMetrics,
 ) -> Result<wyvern_local::LocalController, ServeError> {
     use wyvern_local::{apps, LocalConfig, LocalController};
     let bad = |what: &'static str, value: &str, reason: String| ServeError::BadAddress {
@@ -195,7 +223,8 @@ async fn start_local(
     apps_cfg.dhcp.default_dns = sw.dhcp_dns.clone();
     apps_cfg.dhcp.domain_name = sw.dhcp_domain.clone();
     apps_cfg.dhcp.overlay_overhead = sw.overlay_overhead;
-    apps::spawn_apps(local.clone(), pin_rx, apps_cfg);
+    let app_stats = apps::spawn_apps(local.clone(), pin_rx, apps_cfg);
+    metrics.set_local(local.clone(), app_stats);
     tokio::spawn(async move {
         while let Some(st) = status_rx.recv().await {
             if let Err(e) = set_port_status(&svc, st.port, st.active).await {
