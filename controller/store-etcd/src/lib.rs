@@ -22,6 +22,7 @@
 //!   the error is returned and the caller decides (the northbound service reloads).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +114,8 @@ pub struct EtcdStore {
     kv: KvClient,
     watch: WatchClient,
     opts: EtcdOptions,
+    /// Watch streams reopened after a break (member death, lost leader), for metrics and tests.
+    resumptions: Arc<AtomicU64>,
 }
 
 /// Whether a failed request certainly never took effect, so that even a write may be sent
@@ -220,10 +223,16 @@ impl EtcdStore {
                 .max_encoding_message_size(MAX_MESSAGE),
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
             opts,
+            resumptions: Arc::new(AtomicU64::new(0)),
         });
         let rev = store.revision().await.map_err(|e| open_err(Box::new(e)))?;
         tracing::info!(endpoints = %what, revision = %rev, "connected to etcd");
         Ok(store)
+    }
+
+    /// How many times a watch stream broke and was reopened from its next revision.
+    pub fn watch_resumptions(&self) -> u64 {
+        self.resumptions.load(Ordering::Relaxed)
     }
 
     /// Runs `f` until it succeeds, fails for good, or `retry_for` has passed; `retry` says
@@ -403,6 +412,7 @@ impl Store for EtcdStore {
             start: range_start(prefix),
             end: prefix_end(prefix.as_bytes()),
             next: from.0 as i64,
+            resumptions: self.resumptions.clone(),
         };
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         // The first stream is opened here so that an unreachable cluster fails the call.
@@ -456,6 +466,7 @@ struct Watcher {
     end: Vec<u8>,
     /// The revision of the next event to deliver; 0 until the first stream told "now".
     next: i64,
+    resumptions: Arc<AtomicU64>,
 }
 
 /// What one etcd stream said before it stopped.
@@ -509,6 +520,7 @@ impl Watcher {
                 }
                 StreamEnd::Broken(why) => {
                     tracing::info!(reason = %why, next = self.next, "etcd watch broke; resuming");
+                    self.resumptions.fetch_add(1, Ordering::Relaxed);
                 }
             }
             // Reopen until it works or the consumer is gone: a watch ends only when the

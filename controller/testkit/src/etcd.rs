@@ -146,6 +146,20 @@ pub fn healthy(addr: SocketAddr) -> bool {
     probe().unwrap_or(false)
 }
 
+/// Whether the member at `addr` is the raft leader (its `/metrics` say
+/// `etcd_server_is_leader 1`); false when it does not answer.
+pub fn is_leader(addr: SocketAddr) -> bool {
+    let probe = || -> Option<bool> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body.lines().any(|l| l.trim() == "etcd_server_is_leader 1"))
+    };
+    probe().unwrap_or(false)
+}
+
 /// An etcd cluster of N members on loopback (N = 1 for a plain test store).
 pub struct EtcdCluster {
     members: Vec<Member>,
@@ -228,6 +242,11 @@ impl EtcdCluster {
     /// The client URL of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
         self.members[i].spec.client_url()
+    }
+
+    /// The index of the current leader among the running members, if one is known.
+    pub fn leader(&mut self) -> Option<usize> {
+        (0..self.members.len()).find(|&i| self.is_running(i) && is_leader(self.members[i].spec.client))
     }
 
     /// SIGKILLs member `i` (a crash: no graceful leave) and reaps it.
