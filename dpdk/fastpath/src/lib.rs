@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rte::{free_bulk, Mbuf, Mempool, Port, RteError};
 use wyvern_engine::{DropCause, Engine, Out, Verdict};
-use wyvern_pipeline::{PortKey, PuntReason, Stage, STAGES};
+use wyvern_pipeline::{NetKey, PortKey, PuntReason, RouterKey, Stage, STAGES};
 
 /// Why the fast path could not be set up or could not send.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,9 @@ pub struct Punted {
     pub reason: PuntReason,
     /// The logical in-port the pipeline had assigned.
     pub inport: Option<PortKey>,
+    /// The network and router keys the pipeline had set (P4 `packet_in` carries them).
+    pub network: Option<NetKey>,
+    pub router: Option<RouterKey>,
     /// The switch port the frame arrived on.
     pub in_port: u32,
     pub frame: Vec<u8>,
@@ -288,10 +291,17 @@ impl<'p> FastPath<'p> {
                     None => self.free.push(m),
                 }
             }
-            Verdict::Punt { reason, inport } => {
+            Verdict::Punt {
+                reason,
+                inport,
+                network,
+                router,
+            } => {
                 let p = Punted {
                     reason,
                     inport,
+                    network,
+                    router,
                     in_port,
                     frame: m.data().to_vec(),
                 };

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use wyvern_pipeline::ir::Flow;
 use wyvern_pipeline::{
-    Action, Delta, FieldKind, FloodGroup, Miss, NetKey, PortKey, PuntReason, Stage, STAGES,
+    Action, Delta, FieldKind, FloodGroup, Miss, NetKey, PortKey, PuntReason, RouterKey, Stage,
+    STAGES,
 };
 
 use crate::cache::{FlowCache, FlowKey, Recording, Rewrite, DEFAULT_CACHE_SLOTS};
@@ -143,10 +144,13 @@ pub enum DropCause {
 pub enum Verdict {
     /// Send the (rewritten) frame.
     Output(Out),
-    /// To the controller, with the reason and the logical in-port (P4 `packet_in`).
+    /// To the controller, with the reason and the logical keys the pipeline had set (the
+    /// fields of wyvern.p4's `packet_in` header).
     Punt {
         reason: PuntReason,
         inport: Option<PortKey>,
+        network: Option<NetKey>,
+        router: Option<RouterKey>,
     },
     /// Dropped at `stage`.
     Drop { stage: Stage, cause: DropCause },
@@ -708,6 +712,8 @@ impl Engine {
                         return Verdict::Punt {
                             reason,
                             inport: key.get(FieldKind::InPort).map(|v| PortKey(v as u32)),
+                            network: key.get(FieldKind::Network).map(|v| NetKey(v as u32)),
+                            router: key.get(FieldKind::Router).map(|v| RouterKey(v as u32)),
                         }
                     }
                     Action::Output(p) => {

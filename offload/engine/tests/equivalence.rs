@@ -330,7 +330,7 @@ fn norm_engine(e: &Engine, v: Verdict, frame: &[u8], in_port: u32) -> Norm {
                 .collect(),
             pkt(),
         ),
-        Verdict::Punt { reason, inport } => Norm::Punt(reason, inport, pkt()),
+        Verdict::Punt { reason, inport, .. } => Norm::Punt(reason, inport, pkt()),
         Verdict::Drop {
             cause: DropCause::Hairpin,
             ..

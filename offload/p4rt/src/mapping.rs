@@ -145,6 +145,65 @@ pub fn p4_action(flow: &Flow) -> Option<(&'static str, Vec<(&'static str, u128)>
     })
 }
 
+/// The IR action list of a wyvern.p4 action (name without the control), its arguments
+/// looked up by parameter name: the inverse of [`p4_action`], for a target that runs table
+/// entries in the IR engine (wyvern-p4d). `None` if the action has no IR form
+/// (`output_vxlan`) or an argument is missing or too wide for the IR.
+pub fn ir_actions(action: &str, arg: impl Fn(&str) -> Option<u128>) -> Option<Vec<Action>> {
+    use wyvern_model::MacAddr;
+    use wyvern_pipeline::ir::{NetKey, PortKey, PuntReason, RouterKey};
+    use Action as A;
+    let u32_of = |n: &str| arg(n).and_then(|v| u32::try_from(v).ok());
+    let mac_of = |n: &str| {
+        let v = arg(n).filter(|v| *v >> 48 == 0)?;
+        let b = v.to_be_bytes();
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&b[10..16]);
+        Some(MacAddr(m))
+    };
+    Some(match action {
+        "drop" => vec![],
+        "set_port_and_network" => vec![
+            A::SetInPort(PortKey(u32_of("inport")?)),
+            A::SetNetwork(NetKey(u32_of("network")?)),
+            A::Goto(Stage::PortSecurity),
+        ],
+        "set_tunnel_network" => vec![
+            A::SetNetwork(NetKey(u32_of("network")?)),
+            A::Goto(Stage::L2Lookup),
+        ],
+        "goto_dispatch" => vec![A::Goto(Stage::Dispatch)],
+        "goto_arp_responder" => vec![A::Goto(Stage::ArpResponder)],
+        "goto_dhcp" => vec![A::Goto(Stage::Dhcp)],
+        "goto_l2_lookup" => vec![A::Goto(Stage::L2Lookup)],
+        "arp_reply" => vec![A::ArpReply {
+            mac: mac_of("mac")?,
+        }],
+        "punt" => vec![A::Punt(PuntReason::from_code(
+            u8::try_from(arg("reason")?).ok()?,
+        )?)],
+        "set_outport" => vec![
+            A::SetOutPort(PortKey(u32_of("outport")?)),
+            A::Goto(Stage::Egress),
+        ],
+        "set_router" => vec![
+            A::SetRouter(RouterKey(u32_of("router")?)),
+            A::Goto(Stage::L3Lookup),
+        ],
+        "flood" => vec![A::Flood(NetKey(u32_of("group")?))],
+        "route" => vec![
+            A::DecTtl,
+            A::SetEthSrc(mac_of("router_mac")?),
+            A::SetEthDst(mac_of("dst_mac")?),
+            A::SetNetwork(NetKey(u32_of("network")?)),
+            A::SetOutPort(PortKey(u32_of("outport")?)),
+            A::Goto(Stage::Egress),
+        ],
+        "output" => vec![A::Output(u32_of("port")?)],
+        _ => return None,
+    })
+}
+
 /// The fully qualified table of a stage.
 pub fn table_name(stage: Stage) -> String {
     format!("{CONTROL}.{}", stage.name())
