@@ -44,6 +44,8 @@ pub enum Command {
     /// Create the demo topology (two networks, a router joining them, three ports); safe to
     /// run again.
     Demo,
+    /// One host's summary from wyvernd's /metrics (no Prometheus needed).
+    Status(crate::status::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +194,8 @@ pub struct RouterIface {
 pub enum CliError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Status(#[from] crate::status::StatusError),
     #[error("failed to parse {what} {input:?}: expected {expected}")]
     BadOption {
         what: &'static str,
@@ -210,6 +214,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Port(c) => port(&client, &out, c).await,
         Command::Router(c) => router(&client, &out, c).await,
         Command::Demo => demo(&client, &out).await,
+        Command::Status(a) => Ok(crate::status::run(&a, cli.json).await?),
     }
 }
 
