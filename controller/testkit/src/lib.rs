@@ -5,6 +5,7 @@
 //! Every process a harness starts is a child of the test (never `--detach`, which leaves
 //! zombies on this kind of machine) and is stopped and reaped on `Drop`.
 
+pub mod cascade;
 pub mod etcd;
 pub mod keystone;
 pub mod netns;

@@ -1,0 +1,408 @@
+//! What each pod should hold, and the jobs that make it so.
+//!
+//! # Placement rule
+//! A port is placed in a pod by its `binding:host_id`: `HOST@POD` or just `POD`, where `POD`
+//! is a pod's `region_name` or else its `az_name` (the first such pod in pod-id order). The
+//! bottom port gets `binding:host_id = HOST` (empty for the bare `POD` form). Router
+//! interface and DHCP ports are never placed by themselves: they follow their network.
+//!
+//! # What a pod holds (evaluated when a job runs, never when it was queued)
+//! - a network: it exists at the top and (the pod already holds a copy, or a port of it is
+//!   placed in the pod): copies are kept until the top network is deleted, as Tricircle
+//!   does;
+//! - a subnet: its network is held;
+//! - a port placed in the pod;
+//! - a router: it exists at the top and (the pod already holds it, or one of its interfaces
+//!   is on a held network); its interface ports on held networks, same id, IP and MAC;
+//!   its static routes whose next hop is on one of those networks.
+//!
+//! Because a job decides create/update/delete from the top's state when it runs, jobs are
+//! idempotent, a late job never undoes a newer change, and two jobs for one resource can be
+//! merged (a queued job that has not started already covers a later change).
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+use wyvern_model::{Kind, Port, Topology, DEVICE_OWNER_DHCP};
+
+use crate::state::{Batch, Pod, Snapshot};
+
+/// Splits `HOST@POD` (or `POD`) and finds the pod.
+pub fn place(host_id: &str, pods: &std::collections::BTreeMap<Uuid, Pod>) -> Option<Uuid> {
+    if host_id.is_empty() {
+        return None;
+    }
+    let target = host_id.rsplit_once('@').map_or(host_id, |(_, p)| p);
+    pods.values()
+        .find(|p| p.region_name == target)
+        .or_else(|| {
+            pods.values()
+                .find(|p| !p.az_name.is_empty() && p.az_name == target)
+        })
+        .map(|p| p.pod_id)
+}
+
+/// The bottom's `binding:host_id` for a top one.
+pub fn bottom_host(host_id: &str) -> &str {
+    host_id.rsplit_once('@').map_or("", |(h, _)| h)
+}
+
+fn placeable(p: &Port) -> bool {
+    !p.is_router_interface() && p.device_owner != DEVICE_OWNER_DHCP
+}
+
+/// The pod a port is placed in (router interfaces and DHCP ports: none).
+pub fn placement(p: &Port, s: &Snapshot) -> Option<Uuid> {
+    if placeable(p) {
+        place(&p.binding_host_id, &s.pods)
+    } else {
+        None
+    }
+}
+
+fn interface_router(p: &Port) -> Option<Uuid> {
+    if p.is_router_interface() {
+        p.device_id.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Pods that hold (or are about to hold) network `net`.
+pub fn net_pods(t: &Topology, s: &Snapshot, net: Uuid) -> BTreeSet<Uuid> {
+    let mut pods: BTreeSet<Uuid> = s.pods_with(Kind::Network, net).into_iter().collect();
+    pods.extend(t.network_ports(&net).filter_map(|p| placement(p, s)));
+    pods
+}
+
+fn net_in_pod(t: &Topology, s: &Snapshot, pod: Uuid, net: Uuid) -> bool {
+    t.get_network(&net).is_some()
+        && (s.routing(pod, Kind::Network, net).is_some()
+            || t.network_ports(&net).any(|p| placement(p, s) == Some(pod)))
+}
+
+fn router_in_pod(t: &Topology, s: &Snapshot, pod: Uuid, r: Uuid) -> bool {
+    t.get_router(&r).is_some()
+        && (s.routing(pod, Kind::Router, r).is_some()
+            || t.router_interfaces(&r)
+                .any(|i| net_in_pod(t, s, pod, i.network_id)))
+}
+
+/// Whether `pod` should hold `(kind, id)`.
+pub fn wanted(t: &Topology, s: &Snapshot, pod: Uuid, kind: Kind, id: Uuid) -> bool {
+    match kind {
+        Kind::Network => net_in_pod(t, s, pod, id),
+        Kind::Subnet => t
+            .get_subnet(&id)
+            .is_some_and(|sn| net_in_pod(t, s, pod, sn.network_id)),
+        Kind::Router => router_in_pod(t, s, pod, id),
+        Kind::Port => t.get_port(&id).is_some_and(|p| match interface_router(p) {
+            Some(r) => router_in_pod(t, s, pod, r) && net_in_pod(t, s, pod, p.network_id),
+            None => placement(p, s) == Some(pod),
+        }),
+    }
+}
+
+/// The create body of the bottom copy (with the top's id), and the attributes an update
+/// may change. `None` if the top object does not exist.
+pub fn bottom_body(
+    t: &Topology,
+    s: &Snapshot,
+    pod: Uuid,
+    kind: Kind,
+    id: Uuid,
+) -> Option<(Value, &'static [&'static str])> {
+    match kind {
+        Kind::Network => t.get_network(&id).map(|n| {
+            (
+                json!({"id": n.id, "name": n.name, "project_id": n.project_id,
+                       "admin_state_up": n.admin_state_up, "shared": n.shared, "mtu": n.mtu,
+                       "port_security_enabled": n.port_security_enabled,
+                       "description": n.description}),
+                &[
+                    "name",
+                    "admin_state_up",
+                    "shared",
+                    "mtu",
+                    "port_security_enabled",
+                    "description",
+                ][..],
+            )
+        }),
+        Kind::Subnet => t.get_subnet(&id).map(|sn| {
+            (
+                json!({"id": sn.id, "network_id": sn.network_id, "name": sn.name,
+                       "project_id": sn.project_id, "ip_version": 4, "cidr": sn.cidr,
+                       "gateway_ip": sn.gateway_ip, "enable_dhcp": sn.enable_dhcp,
+                       "dns_nameservers": sn.dns_nameservers,
+                       "allocation_pools": sn.allocation_pools, "host_routes": sn.host_routes,
+                       "description": sn.description}),
+                &[
+                    "name",
+                    "gateway_ip",
+                    "enable_dhcp",
+                    "dns_nameservers",
+                    "allocation_pools",
+                    "host_routes",
+                    "description",
+                ][..],
+            )
+        }),
+        Kind::Router => t.get_router(&id).map(|r| {
+            // Only routes whose next hop the bottom router can reach.
+            let routes: Vec<_> = r
+                .routes
+                .iter()
+                .filter(|rt| {
+                    t.router_interfaces(&r.id).any(|i| {
+                        net_in_pod(t, s, pod, i.network_id)
+                            && i.fixed_ips.iter().any(|f| {
+                                t.get_subnet(&f.subnet_id)
+                                    .is_some_and(|sn| sn.cidr.contains(&rt.nexthop))
+                            })
+                    })
+                })
+                .collect();
+            (
+                json!({"id": r.id, "name": r.name, "project_id": r.project_id,
+                       "admin_state_up": r.admin_state_up, "description": r.description,
+                       "routes": routes}),
+                &["name", "admin_state_up", "description", "routes"][..],
+            )
+        }),
+        Kind::Port => t.get_port(&id).map(|p| {
+            let fixed: Vec<Value> = p
+                .fixed_ips
+                .iter()
+                .map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address}))
+                .collect();
+            let body = json!({"id": p.id, "network_id": p.network_id, "name": p.name,
+                   "project_id": p.project_id, "mac_address": p.mac_address,
+                   "fixed_ips": fixed, "admin_state_up": p.admin_state_up,
+                   "device_id": p.device_id, "device_owner": p.device_owner,
+                   "binding:host_id": bottom_host(&p.binding_host_id),
+                   "port_security_enabled": p.port_security_enabled,
+                   "allowed_address_pairs": p.allowed_address_pairs,
+                   "description": p.description});
+            let upd: &'static [&'static str] = if p.is_router_interface() {
+                &["name", "description"]
+            } else {
+                &[
+                    "name",
+                    "admin_state_up",
+                    "fixed_ips",
+                    "device_id",
+                    "binding:host_id",
+                    "port_security_enabled",
+                    "allowed_address_pairs",
+                    "description",
+                    "mac_address",
+                ]
+            };
+            (body, upd)
+        }),
+    }
+}
+
+/// The create body without `routes` (Neutron sets routes by update only).
+pub fn create_body(kind: Kind, mut body: Value) -> Value {
+    if kind == Kind::Router {
+        if let Some(m) = body.as_object_mut() {
+            m.remove("routes");
+        }
+    }
+    body
+}
+
+/// The attributes of `want` (limited to `fields`) that differ from the bottom's `cur`.
+pub fn diff(want: &Value, cur: &Value, fields: &[&str]) -> Option<Value> {
+    let mut out = serde_json::Map::new();
+    for f in fields {
+        let w = &want[*f];
+        let c = &cur[*f];
+        let same = match (w, c) {
+            // Order of lists of objects does not matter to Neutron here.
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().all(|x| b.contains(x))
+            }
+            _ => w == c,
+        };
+        if !same {
+            out.insert((*f).to_owned(), w.clone());
+        }
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
+/// Remembers what the watcher last queued work for, so that a change the bottoms do not
+/// see (a status written back by the cascade itself) queues nothing.
+#[derive(Default)]
+pub struct Fingerprints(HashMap<(Kind, Uuid), u64>);
+
+impl Fingerprints {
+    /// `true` if the object changed in a way the bottoms see since last time.
+    fn changed(&mut self, t: &Topology, kind: Kind, id: Uuid) -> bool {
+        let fp = match kind {
+            Kind::Network => t.get_network(&id).map(|n| {
+                fingerprint(&(
+                    &n.name,
+                    n.admin_state_up,
+                    n.shared,
+                    n.mtu,
+                    n.port_security_enabled,
+                    &n.description,
+                ))
+            }),
+            Kind::Subnet => t
+                .get_subnet(&id)
+                .map(|sn| fingerprint(&serde_json::to_string(&**sn).unwrap_or_default())),
+            Kind::Router => t.get_router(&id).map(|r| {
+                fingerprint(&(
+                    &r.name,
+                    r.admin_state_up,
+                    &r.description,
+                    serde_json::to_string(&r.routes).unwrap_or_default(),
+                ))
+            }),
+            Kind::Port => t.get_port(&id).map(|p| {
+                let mut q = (**p).clone();
+                q.status = String::new();
+                q.revision_number = 0;
+                q.updated_at = Default::default();
+                fingerprint(&serde_json::to_string(&q).unwrap_or_default())
+            }),
+        };
+        match fp {
+            Some(fp) => self.0.insert((kind, id), fp) != Some(fp),
+            None => {
+                self.0.remove(&(kind, id));
+                true
+            }
+        }
+    }
+}
+
+fn fingerprint<T: Hash>(v: &T) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+fn project_of(t: &Topology, kind: Kind, id: Uuid) -> String {
+    match kind {
+        Kind::Network => t.get_network(&id).map(|o| o.project_id.clone()),
+        Kind::Subnet => t.get_subnet(&id).map(|o| o.project_id.clone()),
+        Kind::Port => t.get_port(&id).map(|o| o.project_id.clone()),
+        Kind::Router => t.get_router(&id).map(|o| o.project_id.clone()),
+    }
+    .unwrap_or_default()
+}
+
+fn push(b: &mut Batch, t: &Topology, pod: Uuid, kind: Kind, id: Uuid) {
+    b.enqueue(pod, kind, id, &project_of(t, kind, id));
+}
+
+/// Queues what a pod needs before a port placed there: the network, its subnets, and the
+/// routers with interfaces on it.
+fn ensure_network(b: &mut Batch, t: &Topology, pod: Uuid, net: Uuid) {
+    push(b, t, pod, Kind::Network, net);
+    for sn in t.network_subnets(&net) {
+        push(b, t, pod, Kind::Subnet, sn.id);
+    }
+    let interfaces: Vec<Arc<Port>> = t
+        .network_ports(&net)
+        .filter(|p| p.is_router_interface())
+        .cloned()
+        .collect();
+    for i in interfaces {
+        if let Some(r) = interface_router(&i) {
+            push(b, t, pod, Kind::Router, r);
+            push(b, t, pod, Kind::Port, i.id);
+        }
+    }
+}
+
+/// Queues the jobs one top change needs (the object's current state decides).
+pub fn on_change(
+    b: &mut Batch,
+    fps: &mut Fingerprints,
+    t: &Topology,
+    s: &Snapshot,
+    kind: Kind,
+    id: Uuid,
+) {
+    if !fps.changed(t, kind, id) {
+        return;
+    }
+    let mut pods: BTreeSet<Uuid> = s.pods_with(kind, id).into_iter().collect();
+    match kind {
+        Kind::Network => {
+            pods.extend(net_pods(t, s, id));
+        }
+        Kind::Subnet => {
+            if let Some(sn) = t.get_subnet(&id) {
+                pods.extend(net_pods(t, s, sn.network_id));
+            }
+        }
+        Kind::Router => {
+            for i in t.router_interfaces(&id) {
+                pods.extend(net_pods(t, s, i.network_id));
+            }
+        }
+        Kind::Port => {
+            if let Some(p) = t.get_port(&id) {
+                if let Some(r) = interface_router(p) {
+                    for pod in net_pods(t, s, p.network_id) {
+                        push(b, t, pod, Kind::Router, r);
+                        pods.insert(pod);
+                    }
+                } else if let Some(pod) = placement(p, s) {
+                    ensure_network(b, t, pod, p.network_id);
+                    pods.insert(pod);
+                }
+            }
+        }
+    }
+    for pod in pods {
+        push(b, t, pod, kind, id);
+    }
+}
+
+/// Queues a sync of everything `pod` should hold or holds (after a restart whose watch fell
+/// out of the history, or when a pod is added). Parents before children; deletions of
+/// copies whose top object is gone last, children first.
+pub fn resync_pod(b: &mut Batch, t: &Topology, s: &Snapshot, pod: Uuid) {
+    for n in t.networks() {
+        if net_in_pod(t, s, pod, n.id) {
+            push(b, t, pod, Kind::Network, n.id);
+            for sn in t.network_subnets(&n.id) {
+                push(b, t, pod, Kind::Subnet, sn.id);
+            }
+        }
+    }
+    for r in t.routers() {
+        if router_in_pod(t, s, pod, r.id) {
+            push(b, t, pod, Kind::Router, r.id);
+        }
+    }
+    for p in t.ports() {
+        if wanted(t, s, pod, Kind::Port, p.id) || s.routing(pod, Kind::Port, p.id).is_some() {
+            push(b, t, pod, Kind::Port, p.id);
+        }
+    }
+    // Copies whose top object is gone, or which the pod should no longer hold.
+    for kind in [Kind::Port, Kind::Router, Kind::Subnet, Kind::Network] {
+        let stale: Vec<Uuid> = s
+            .routings
+            .keys()
+            .filter(|(p, k, id)| *p == pod && *k == kind && !wanted(t, s, pod, kind, *id))
+            .map(|(_, _, id)| *id)
+            .collect();
+        for id in stale {
+            b.enqueue(pod, kind, id, "");
+        }
+    }
+}
