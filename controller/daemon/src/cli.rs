@@ -46,6 +46,8 @@ pub enum Command {
     Demo,
     /// One host's summary from wyvernd's /metrics (no Prometheus needed).
     Status(crate::status::StatusArgs),
+    /// A cascade service's pods, routings and jobs (its admin API).
+    Cascade(wyvern_cascade::cli::CascadeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +198,8 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Status(#[from] crate::status::StatusError),
+    #[error(transparent)]
+    Cascade(#[from] wyvern_cascade::cli::CliError),
     #[error("failed to parse {what} {input:?}: expected {expected}")]
     BadOption {
         what: &'static str,
@@ -215,6 +219,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Router(c) => router(&client, &out, c).await,
         Command::Demo => demo(&client, &out).await,
         Command::Status(a) => Ok(crate::status::run(&a, cli.json).await?),
+        Command::Cascade(a) => Ok(wyvern_cascade::cli::run(a, cli.json).await?),
     }
 }
 
