@@ -319,7 +319,7 @@ fn run_dpdk(
         loop {
             fp.poll();
             i = i.wrapping_add(1);
-            if i % 1024 == 0 && start.elapsed() >= limit {
+            if i.is_multiple_of(1024) && start.elapsed() >= limit {
                 break;
             }
         }

@@ -280,7 +280,7 @@ async fn packet_out_through_the_pipeline_comes_back_as_packet_in_with_counters()
     let frame = encode(&pkt, 300);
     // What the IR interpreter says must happen to it.
     let interp = Interpreter::new(&flows, &groups);
-    let want = interp.run(pkt.clone());
+    let want = interp.run(pkt);
     let inport = flows
         .iter()
         .find(|f| f.stage == Stage::Classify && f.matches.contains(&Match::PhysInPort(2)))
