@@ -2,5 +2,6 @@
 //! top wyvern-cascade, the real openstack CLI, OVS and dhclient for the datapath test.
 
 mod common;
+mod datapath;
 mod failures;
 mod lazy;
