@@ -85,6 +85,9 @@ impl DaemonMetrics {
         registry
             .register(Box::new(StoreCollector(store.clone())))
             .map_err(MetricsError::Register)?;
+        registry
+            .register(Box::new(SourceHistograms(sources.clone())))
+            .map_err(MetricsError::Register)?;
         let scrape = ScrapeMetrics::new()?;
         let collector = scrape.into_collector(sources.clone(), store.clone());
         registry
@@ -178,6 +181,29 @@ impl Collector for StoreCollector {
         let mut f = m.revision.collect();
         f.extend(m.txn_duration.collect());
         f.extend(m.txns.collect());
+        f
+    }
+}
+
+/// The histograms the local controller, ofctrl and the apps observe themselves (they are
+/// created with the parts, which start after the registry). An unchecked collector: it
+/// declares no descriptors, so it can be registered before its sources exist.
+struct SourceHistograms(Arc<Sources>);
+
+impl Collector for SourceHistograms {
+    fn desc(&self) -> Vec<&wyvern_metrics::prometheus::core::Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<wyvern_metrics::prometheus::proto::MetricFamily> {
+        let mut f = Vec::new();
+        if let Some(local) = self.0.local.get() {
+            f.extend(local.status().compile_duration.collect());
+            f.extend(local.ofctrl().live_counters().sync_duration.collect());
+        }
+        if let Some(apps) = self.0.apps.get() {
+            f.extend(apps.handling_duration.collect());
+        }
         f
     }
 }

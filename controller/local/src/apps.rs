@@ -74,6 +74,16 @@ impl Default for AppStats {
         )
         // Constant name, help and label with valid buckets: creation cannot fail.
         .unwrap_or_else(|e| unreachable!("invalid histogram options: {e}"));
+        // Every reason's series exists from the start (0, not "no data").
+        for r in [
+            Some(PuntReason::Dhcp),
+            Some(PuntReason::L3Miss),
+            Some(PuntReason::TtlExpired),
+            Some(PuntReason::IcmpToRouter),
+            None,
+        ] {
+            handling_duration.with_label_values(&[punt_label(r)]);
+        }
         AppStats {
             counts: Mutex::default(),
             handling_duration,

@@ -126,6 +126,9 @@ impl Default for Status {
         )
         // Constant name, help and label with valid buckets: creation cannot fail.
         .unwrap_or_else(|e| unreachable!("invalid histogram options: {e}"));
+        for kind in ["full", "incremental"] {
+            compile_duration.with_label_values(&[kind]);
+        }
         Status {
             compiled_revision: AtomicU64::new(0),
             installed_revision: AtomicU64::new(0),
