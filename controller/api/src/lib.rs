@@ -19,7 +19,7 @@ pub use auth::{
     TokenTable, DEFAULT_KEYSTONE_TIMEOUT, DEFAULT_TOKEN_CACHE_CAPACITY, DEFAULT_TOKEN_CACHE_TTL,
 };
 pub use http::{router, HttpError};
-pub use service::{ApiError, NbConfig, NbService};
+pub use service::{ApiError, NbConfig, NbService, CONTEND_PREFIX, HEAD_KEY, RETRY_BUDGET};
 
 /// Serves `router` on `listener` until `shutdown` resolves, then finishes in-flight requests.
 /// Sets TCP_NODELAY on every connection: small JSON answers must not wait for Nagle.

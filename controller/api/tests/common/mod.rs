@@ -99,8 +99,16 @@ impl Store for MemStore {
 }
 
 impl MemStore {
+    /// The model's keys (the northbound head key, written with every batch, left out).
     pub fn keys(&self) -> Vec<String> {
-        self.inner.lock().unwrap().0.keys().cloned().collect()
+        self.inner
+            .lock()
+            .unwrap()
+            .0
+            .keys()
+            .filter(|k| k.as_str() != wyvern_api::HEAD_KEY)
+            .cloned()
+            .collect()
     }
     pub fn value(&self, key: &str) -> Option<Value> {
         self.inner
