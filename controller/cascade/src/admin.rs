@@ -1,5 +1,6 @@
 //! The admin API `/v1.0/`, in Tricircle's shapes: pods (create/list/show/update/delete),
-//! routings (list/show/delete), jobs (list/show, redo with PUT, delete), plus `/metrics`.
+//! routings (list/show/delete), jobs (list/show, redo with PUT, delete), plus `/metrics`
+//! (merged in by the service from wyvern-metrics).
 //!
 //! Errors answer `{"error": {"code": N, "message": "..."}}`. Lists accept equality filters
 //! on their attributes as query parameters (`?pod_id=...&status=Fail`).
@@ -66,7 +67,6 @@ pub fn router(engine: Arc<Engine>) -> axum::Router {
             "/v1.0/jobs/{id}",
             get(show_job).put(redo_job).delete(delete_job),
         )
-        .route("/metrics", get(metrics))
         .with_state(engine)
 }
 
@@ -78,7 +78,7 @@ fn matches(v: &Value, filters: &HashMap<String, String>) -> bool {
     filters.iter().all(|(k, want)| match &v[k.as_str()] {
         Value::String(s) => s == want,
         Value::Null => v["resource"][k.as_str()].as_str() == Some(want.as_str()),
-        other => other.to_string() == *want,
+        other => serde_json::to_string(other).is_ok_and(|s| s == *want),
     })
 }
 
@@ -324,16 +324,4 @@ async fn delete_job(State(e): St, Path(id): Path<String>) -> Answer {
     b.delete_job(j.seq);
     e.ledger.commit_locked(&mut g, b).await.map_err(internal)?;
     Ok(StatusCode::OK.into_response())
-}
-
-async fn metrics(State(e): St) -> Response {
-    let body = e.metrics.render(&e.ledger).await;
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
 }

@@ -92,6 +92,8 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("failed to set up metrics: {0}")]
+    Metrics(#[source] wyvern_metrics::MetricsError),
     #[error("failed to serve: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -146,12 +148,16 @@ pub async fn run(
     let ledger = Ledger::open(store.clone())
         .await
         .map_err(ServiceError::State)?;
+    let registry = wyvern_metrics::new_registry().map_err(ServiceError::Metrics)?;
+    let metrics = Metrics::register(&registry, ledger.clone()).map_err(ServiceError::Metrics)?;
+    let http_metrics =
+        wyvern_metrics::HttpMetrics::neutron(&registry).map_err(ServiceError::Metrics)?;
     let engine = Arc::new(Engine {
         svc: svc.clone(),
         store: store.clone(),
         ledger,
         http: crate::bottom::http_client(),
-        metrics: Metrics::default(),
+        metrics,
         status_interval: Duration::from_millis(cfg.status_interval_ms.max(10)),
         max_backoff: Duration::from_millis(cfg.max_backoff_ms.max(10)),
     });
@@ -162,8 +168,16 @@ pub async fn run(
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let api = wyvern_api::serve(api_l, wyvern_api::router(svc, auth), wait(stop_rx.clone()));
-    let admin = wyvern_api::serve(admin_l, crate::admin::router(engine.clone()), wait(stop_rx));
+    let api = wyvern_api::serve(
+        api_l,
+        wyvern_api::router(svc, auth).layer(http_metrics.layer()),
+        wait(stop_rx.clone()),
+    );
+    let admin = wyvern_api::serve(
+        admin_l,
+        crate::admin::router(engine.clone()).merge(wyvern_metrics::metrics_router(registry)),
+        wait(stop_rx),
+    );
     tracing::info!(%api_addr, %admin_addr, data_dir = %cfg.data_dir.display(), "serving the top Neutron API and the admin API");
     on_ready(api_addr, admin_addr);
     tokio::spawn(async move {

@@ -216,6 +216,12 @@ impl Sites {
         Ok(())
     }
 
+    /// The Prometheus text of the admin listener's `/metrics`.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("{}/metrics", self.top.admin_url());
+        Ok(reqwest::get(&url).await?.text().await?)
+    }
+
     pub async fn set_pod_url(&self, pod: &str, url: &str) -> anyhow::Result<()> {
         self.admin()
             .expect(

@@ -51,6 +51,24 @@ async fn a_pod_down_keeps_its_jobs_pending_while_the_other_pod_proceeds() {
     })
     .await
     .unwrap();
+    eventually("pod B reported down", LONG, || async {
+        let m = sites.metrics().await.ok()?;
+        m.contains("wyvern_cascade_pod_up{region=\"RegionB\"} 0")
+            .then_some(m)
+    })
+    .await
+    .and_then(|m| {
+        anyhow::ensure!(
+            m.contains("wyvern_cascade_job_retries_total{type="),
+            "no retries counted: {m}"
+        );
+        anyhow::ensure!(
+            m.contains("wyvern_cascade_jobs{status=\"new\""),
+            "no pending jobs shown: {m}"
+        );
+        Ok(())
+    })
+    .unwrap();
     // An update while the pod is down.
     top.expect(
         Method::PUT,

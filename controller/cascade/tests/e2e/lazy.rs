@@ -160,7 +160,7 @@ async fn openstack_cli_creates_lazily_in_each_pod_and_deletes_everywhere() {
             .iter()
             .find(|p| p["device_owner"] == "network:router_interface")
             .unwrap();
-        assert_eq!(bi["device_id"], Value::from(router_id.clone()));
+        assert_eq!(bi["device_id"], router_id.as_str());
         assert!(
             !ports.iter().any(|p| p["id"] == pu["id"]),
             "unplaced port stays at the top"
@@ -176,7 +176,7 @@ async fn openstack_cli_creates_lazily_in_each_pod_and_deletes_everywhere() {
     for pod in [&sites.pod_a, &sites.pod_b] {
         let mut types: Vec<String> = routings
             .iter()
-            .filter(|r| r["pod_id"] == Value::from(pod.clone()))
+            .filter(|r| r["pod_id"] == pod.as_str())
             .map(|r| r["resource_type"].as_str().unwrap().to_owned())
             .collect();
         types.sort();
