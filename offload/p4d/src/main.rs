@@ -19,6 +19,9 @@ use wyvern_p4d::dpdk::{self, DatapathOptions};
 use wyvern_p4d::service;
 use wyvern_p4d::{NoPorts, PuntedFrame, Target};
 
+/// How long a stop waits for controllers to close their streams.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug, Parser)]
 #[command(name = "wyvern-p4d", about = "Software P4Runtime target for wyvern.p4")]
 struct Args {
@@ -126,6 +129,7 @@ async fn serve(
             rx_enabled.store(true, Ordering::Relaxed);
         }
     });
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => {}
@@ -133,11 +137,24 @@ async fn serve(
         }
         tracing::info!("stopping");
         stop.store(true, Ordering::Relaxed);
+        let _ = signalled.send(());
     };
     println!("wyvern-p4d listening on {local}");
-    service::serve(target.clone(), listener, shutdown)
-        .await
-        .context("failed to serve P4Runtime")?;
+    let server = service::serve(target.clone(), listener, shutdown);
+    tokio::pin!(server);
+    // A graceful stop waits for open StreamChannels; controllers that keep theirs open do
+    // not hold the process past the grace period.
+    let grace = async {
+        if on_signal.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = &mut server => r.context("failed to serve P4Runtime")?,
+        _ = grace => tracing::info!("controllers still connected after the grace period: closing"),
+    }
     tracing::info!(stats = ?target.stats(), "stopped");
     Ok(())
 }

@@ -3,7 +3,22 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+/// The wyvern-p4d binary: cargo names it for tests; an example (the benchmark) finds it in
+/// its profile directory (`target/<profile>/examples/..`).
+fn binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_wyvern-p4d") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .ok_or_else(|| anyhow::anyhow!("no profile directory above {}", exe.display()))?;
+    Ok(dir.join("wyvern-p4d"))
+}
 
 pub struct P4d {
     child: Child,
@@ -15,7 +30,7 @@ impl P4d {
     /// arguments; returns once it serves. `WYVERN_P4D_LOG=1` shows its log.
     pub fn start(extra: &[String]) -> anyhow::Result<P4d> {
         let log = std::env::var_os("WYVERN_P4D_LOG").is_some();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wyvern-p4d"))
+        let mut child = Command::new(binary()?)
             .args(["--grpc-listen", "127.0.0.1:0", "--device-id", "1"])
             .args(extra)
             .stdout(Stdio::piped())
