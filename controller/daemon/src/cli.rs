@@ -48,6 +48,8 @@ pub enum Command {
     Status(crate::status::StatusArgs),
     /// A cascade service's pods, routings and jobs (its admin API).
     Cascade(wyvern_cascade::cli::CascadeArgs),
+    /// Plans, checkpoints and restores of projects' networks (the wyvern-checkpoint service).
+    Checkpoint(wyvern_checkpoint::cli::CheckpointArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,6 +202,8 @@ pub enum CliError {
     Status(#[from] crate::status::StatusError),
     #[error(transparent)]
     Cascade(#[from] wyvern_cascade::cli::CliError),
+    #[error(transparent)]
+    Checkpoint(#[from] wyvern_checkpoint::cli::CliError),
     #[error("failed to parse {what} {input:?}: expected {expected}")]
     BadOption {
         what: &'static str,
@@ -220,6 +224,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo => demo(&client, &out).await,
         Command::Status(a) => Ok(crate::status::run(&a, cli.json).await?),
         Command::Cascade(a) => Ok(wyvern_cascade::cli::run(a, cli.json).await?),
+        Command::Checkpoint(a) => Ok(wyvern_checkpoint::cli::run(a, cli.token.clone()).await?),
     }
 }
 

@@ -338,7 +338,7 @@ pub async fn build_topology(c: &NeutronClient) -> Result<()> {
         .create(
             "ports",
             "port",
-            json!({"network_id": n2["id"], "fixed_ips": [{"subnet_id": s2["id"], "ip_address": "10.2.0.1"}]}),
+            json!({"network_id": n2["id"], "fixed_ips": [{"subnet_id": s2["id"], "ip_address": "10.2.0.2"}]}),
         )
         .await?;
     c.add_router_interface(&rid, json!({"port_id": rp["id"]}))
