@@ -336,9 +336,13 @@ impl KeystoneAuth {
         } else {
             format!("{base}/v3")
         };
+        // No idle pool: WSGI servers in front of Keystone (uWSGI's http-socket) close
+        // connections after an answer, and a request sent on such a connection fails as
+        // "unreachable". Validations are rare (cache misses), a connect each is cheap.
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|source| AuthError::KeystoneClient {
                 url: cfg.url.clone(),
