@@ -256,6 +256,13 @@ impl Batch {
             self.new_jobs.push((pod, kind, id, project.to_owned()));
         }
     }
+    /// `(pod, kind, id)` of the jobs queued so far, in order.
+    pub fn queued(&self) -> Vec<(Uuid, Kind, Uuid)> {
+        self.new_jobs
+            .iter()
+            .map(|(p, k, i, _)| (*p, *k, *i))
+            .collect()
+    }
     pub fn is_empty(&self) -> bool {
         self.pods.is_empty()
             && self.routings.is_empty()
@@ -326,6 +333,11 @@ impl Ledger {
     pub async fn read<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
         let g = self.inner.lock().await;
         f(&g)
+    }
+
+    /// The state if nobody holds the lock right now (for scrapes, which must not block).
+    pub fn try_read(&self) -> Option<MutexGuard<'_, Snapshot>> {
+        self.inner.try_lock().ok()
     }
 
     /// Holds the state lock: the caller builds a batch from what it sees and commits it with

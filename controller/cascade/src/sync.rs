@@ -406,3 +406,150 @@ pub fn resync_pod(b: &mut Batch, t: &Topology, s: &Snapshot, pod: Uuid) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn pod(n: u128, region: &str, az: &str) -> Pod {
+        Pod {
+            pod_id: Uuid::from_u128(n),
+            region_name: region.into(),
+            az_name: az.into(),
+            dc_name: String::new(),
+            pod_az_name: String::new(),
+            api_url: "http://127.0.0.1:1".into(),
+            token: None,
+        }
+    }
+
+    #[test]
+    fn placement_by_region_then_az_with_optional_host() {
+        let pods: BTreeMap<Uuid, Pod> = [pod(1, "RegionA", "az1"), pod(2, "RegionB", "az1")]
+            .into_iter()
+            .map(|p| (p.pod_id, p))
+            .collect();
+        assert_eq!(place("RegionB", &pods), Some(Uuid::from_u128(2)));
+        assert_eq!(place("node7@RegionA", &pods), Some(Uuid::from_u128(1)));
+        // An az shared by two pods picks the first by pod id.
+        assert_eq!(place("az1", &pods), Some(Uuid::from_u128(1)));
+        assert_eq!(place("node7@az1", &pods), Some(Uuid::from_u128(1)));
+        assert_eq!(place("", &pods), None);
+        assert_eq!(place("node7", &pods), None);
+        assert_eq!(place("node7@Nowhere", &pods), None);
+        assert_eq!(bottom_host("node7@RegionA"), "node7");
+        assert_eq!(bottom_host("RegionA"), "");
+        assert_eq!(bottom_host("a@b@RegionA"), "a@b");
+    }
+
+    #[test]
+    fn diff_names_only_changed_attributes_and_ignores_list_order() {
+        let want = json!({"name": "x", "fixed_ips": [{"a": 1}, {"a": 2}], "mtu": 1450});
+        let cur = json!({"name": "x", "fixed_ips": [{"a": 2}, {"a": 1}], "mtu": 1400});
+        assert_eq!(
+            diff(&want, &cur, &["name", "fixed_ips", "mtu"]),
+            Some(json!({"mtu": 1450}))
+        );
+        assert_eq!(diff(&want, &want, &["name", "fixed_ips", "mtu"]), None);
+        let fewer = json!({"fixed_ips": [{"a": 1}]});
+        assert!(diff(&want, &fewer, &["fixed_ips"]).is_some());
+    }
+
+    #[test]
+    fn router_create_body_leaves_routes_to_an_update() {
+        let b = create_body(Kind::Router, json!({"id": "r", "routes": [1]}));
+        assert_eq!(b, json!({"id": "r"}));
+        let n = create_body(Kind::Network, json!({"id": "n", "routes": [1]}));
+        assert_eq!(n["routes"], json!([1]));
+    }
+
+    /// net + subnet + router with an interface + one port placed in pod 1, one unplaced.
+    fn topo() -> (Topology, Uuid, Uuid, Uuid, Uuid, Uuid, Uuid) {
+        use wyvern_model::*;
+        let ctx = RequestContext::admin("p", Timestamp(1));
+        let mut t = Topology::new(ModelConfig::default());
+        let (c, n) = t
+            .create_network(
+                &ctx,
+                NetworkCreate::from_json(&json!({"name": "n"}), &ctx).unwrap(),
+            )
+            .unwrap();
+        t.apply(&c);
+        let req = json!({"network_id": n.id, "cidr": "10.0.0.0/24", "ip_version": 4});
+        let (c, s) = t
+            .create_subnet(&ctx, SubnetCreate::from_json(&req, &ctx).unwrap())
+            .unwrap();
+        t.apply(&c);
+        let (c, r) = t
+            .create_router(&ctx, RouterCreate::from_json(&json!({}), &ctx).unwrap())
+            .unwrap();
+        t.apply(&c);
+        let ifreq = InterfaceRequest::from_json(&json!({"subnet_id": s.id})).unwrap();
+        let (c, info) = t
+            .add_router_interface(&ctx, &r.id.to_string(), ifreq)
+            .unwrap();
+        t.apply(&c);
+        let mut port = |host: &str| {
+            let req = json!({"network_id": n.id, "binding:host_id": host});
+            let (c, p) = t
+                .create_port(&ctx, PortCreate::from_json(&req, &ctx).unwrap())
+                .unwrap();
+            t.apply(&c);
+            p.id
+        };
+        let placed = port("h@RegionA");
+        let unplaced = port("");
+        (t, n.id, s.id, r.id, info.port_id, placed, unplaced)
+    }
+
+    #[test]
+    fn a_placed_port_brings_its_network_subnet_router_and_interface() {
+        let (t, net, sub, router, iface, placed, unplaced) = topo();
+        let mut s = Snapshot::default();
+        for p in [pod(1, "RegionA", ""), pod(2, "RegionB", "")] {
+            s.pods.insert(p.pod_id, p);
+        }
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut batch = Batch::default();
+        let mut fps = Fingerprints::default();
+        on_change(&mut batch, &mut fps, &t, &s, Kind::Port, placed);
+        assert_eq!(
+            batch.queued(),
+            vec![
+                (a, Kind::Network, net),
+                (a, Kind::Subnet, sub),
+                (a, Kind::Router, router),
+                (a, Kind::Port, iface),
+                (a, Kind::Port, placed),
+            ]
+        );
+        // The same state again queues nothing; the unplaced port queues nothing at all.
+        let mut again = Batch::default();
+        on_change(&mut again, &mut fps, &t, &s, Kind::Port, placed);
+        on_change(&mut again, &mut fps, &t, &s, Kind::Port, unplaced);
+        assert!(again.queued().is_empty());
+        for (kind, id) in [
+            (Kind::Network, net),
+            (Kind::Subnet, sub),
+            (Kind::Router, router),
+            (Kind::Port, iface),
+            (Kind::Port, placed),
+        ] {
+            assert!(wanted(&t, &s, a, kind, id), "{kind:?} in pod A");
+            assert!(!wanted(&t, &s, b, kind, id), "{kind:?} not in pod B");
+        }
+        assert!(!wanted(&t, &s, a, Kind::Port, unplaced));
+        // The bottom port keeps the top's id, MAC and IP; the host part only.
+        let (body, _) = bottom_body(&t, &s, a, Kind::Port, placed).unwrap();
+        let p = t.get_port(&placed).unwrap();
+        assert_eq!(body["id"], json!(placed));
+        assert_eq!(body["mac_address"], json!(p.mac_address));
+        assert_eq!(
+            body["fixed_ips"][0]["ip_address"],
+            json!(p.fixed_ips[0].ip_address)
+        );
+        assert_eq!(body["binding:host_id"], "h");
+    }
+}

@@ -103,6 +103,10 @@ pub enum ConfigError {
     BadMac(String),
     #[error("failed to configure auth: auth = \"token-file\" needs token_file (--token-file or WYVERN_TOKEN_FILE)")]
     MissingTokenFile,
+    #[error("failed to configure the store: store = \"etcd\" needs etcd_endpoints (--etcd-endpoints or WYVERN_ETCD_ENDPOINTS)")]
+    MissingEtcdEndpoints,
+    #[error("failed to configure the store: etcd_cert_file and etcd_key_file go together")]
+    EtcdHalfIdentity,
     #[error("failed to configure auth: auth = \"keystone\" needs {0} (--{1} or WYVERN_{2})")]
     MissingKeystone(&'static str, &'static str, &'static str),
 }
@@ -192,6 +196,45 @@ pub struct Args {
     /// Bytes of encapsulation to subtract from the network MTU in DHCP (50 for VXLAN) [default: 0].
     #[arg(long, env = "WYVERN_OVERLAY_OVERHEAD")]
     pub overlay_overhead: Option<u16>,
+    /// Where the topology lives: the embedded redb file, or an etcd cluster shared by many
+    /// hosts [default: redb].
+    #[arg(long, env = "WYVERN_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+    /// etcd client URLs for `--store etcd`, comma-separated (all members: requests fail over).
+    #[arg(long, env = "WYVERN_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// CA bundle that signed the etcd members' certificates (https endpoints).
+    #[arg(long, env = "WYVERN_ETCD_CA_FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Client certificate for etcd mutual TLS (with --etcd-key-file).
+    #[arg(long, env = "WYVERN_ETCD_CERT_FILE")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// Client key for etcd mutual TLS (with --etcd-cert-file).
+    #[arg(long, env = "WYVERN_ETCD_KEY_FILE")]
+    pub etcd_key_file: Option<PathBuf>,
+}
+
+/// Which store backs the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// The embedded redb file in the data dir: one host.
+    #[default]
+    Redb,
+    /// An etcd cluster: many hosts (and API servers) share one topology.
+    Etcd,
+}
+
+/// The resolved store settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    Redb,
+    Etcd {
+        endpoints: Vec<String>,
+        ca_file: Option<PathBuf>,
+        cert_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
+    },
 }
 
 /// Datapath type of a bridge wyvern creates.
@@ -259,6 +302,11 @@ pub struct FileConfig {
     pub dhcp_dns: Option<Vec<Ipv4Addr>>,
     pub dhcp_domain: Option<String>,
     pub overlay_overhead: Option<u16>,
+    pub store: Option<StoreKind>,
+    pub etcd_endpoints: Option<Vec<String>>,
+    pub etcd_ca_file: Option<PathBuf>,
+    pub etcd_cert_file: Option<PathBuf>,
+    pub etcd_key_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -286,6 +334,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `None`: API only, no switch.
     pub switch: Option<SwitchSettings>,
+    pub store: StoreSettings,
 }
 
 /// Resolved authentication: the token file travels with the mode that needs it.
@@ -355,7 +404,29 @@ impl Config {
                 Auth::Keystone(k)
             }
         };
+        let store = match args.store.or(file.store).unwrap_or_default() {
+            StoreKind::Redb => StoreSettings::Redb,
+            StoreKind::Etcd => {
+                let endpoints = args
+                    .etcd_endpoints
+                    .or(file.etcd_endpoints)
+                    .filter(|e| !e.is_empty())
+                    .ok_or(ConfigError::MissingEtcdEndpoints)?;
+                let cert_file = args.etcd_cert_file.or(file.etcd_cert_file);
+                let key_file = args.etcd_key_file.or(file.etcd_key_file);
+                if cert_file.is_some() != key_file.is_some() {
+                    return Err(ConfigError::EtcdHalfIdentity);
+                }
+                StoreSettings::Etcd {
+                    endpoints,
+                    ca_file: args.etcd_ca_file.or(file.etcd_ca_file),
+                    cert_file,
+                    key_file,
+                }
+            }
+        };
         Ok(Config {
+            store,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -406,6 +477,49 @@ mod tests {
 
     fn parse(argv: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("wyvernd").chain(argv.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn etcd_store_needs_endpoints_and_whole_identities() {
+        let c = Config::merge(
+            parse(&[
+                "--store",
+                "etcd",
+                "--etcd-endpoints",
+                "http://a:2379,http://b:2379",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.store,
+            StoreSettings::Etcd {
+                endpoints: vec!["http://a:2379".into(), "http://b:2379".into()],
+                ca_file: None,
+                cert_file: None,
+                key_file: None,
+            }
+        );
+        assert!(matches!(
+            Config::merge(parse(&["--store", "etcd"]), FileConfig::default()),
+            Err(ConfigError::MissingEtcdEndpoints)
+        ));
+        assert!(matches!(
+            Config::merge(
+                parse(&[
+                    "--store",
+                    "etcd",
+                    "--etcd-endpoints",
+                    "https://a:2379",
+                    "--etcd-cert-file",
+                    "c.pem"
+                ]),
+                FileConfig::default()
+            ),
+            Err(ConfigError::EtcdHalfIdentity)
+        ));
+        let c = Config::merge(Args::default(), FileConfig::default()).unwrap();
+        assert_eq!(c.store, StoreSettings::Redb);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use wyvern_model::MacPrefix;
 use wyvern_store::Store;
 use wyvern_store::{RedbOptions, RedbStore};
 
-use crate::config::{Auth, Config, DatapathKind, L3ModeArg, LogFormat, SwitchSettings};
+use crate::config::{
+    Auth, Config, DatapathKind, L3ModeArg, LogFormat, StoreSettings, SwitchSettings,
+};
 
 /// The project no-auth callers act in (they are admins, so this only names what they create
 /// without an explicit `project_id`).
@@ -53,6 +55,12 @@ pub enum ServeError {
     },
     #[error("failed to start the local controller: {0}")]
     Local(#[source] wyvern_local::LocalError),
+    #[error("failed to read {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to set up metrics: {0}")]
     Metrics(#[source] wyvern_metrics::MetricsError),
 }
@@ -106,11 +114,14 @@ pub async fn run(
         Auth::TokenFile(path) => ApiAuth::load_token_file(path).map_err(ServeError::TokenFile)?,
         Auth::Keystone(k) => ApiAuth::keystone(k.clone()).map_err(ServeError::TokenFile)?,
     };
-    let store = RedbStore::open(&cfg.data_dir.join(STORE_FILE), RedbOptions::default())
-        .map_err(ServeError::Store)?;
+    let store = open_store(&cfg).await?;
     let metrics = crate::metrics::DaemonMetrics::new().map_err(ServeError::Metrics)?;
-    let metered = metrics.wrap_store(store.clone() as Arc<dyn Store>).await;
+    let metered = metrics.wrap_store(store.clone()).await;
     let mut nb = NbConfig::default();
+    if matches!(cfg.store, StoreSettings::Etcd { .. }) {
+        // etcd caps a transaction's ops (--max-txn-ops, 128 by default): smaller batches.
+        nb.max_batch = ETCD_MAX_BATCH;
+    }
     let m = cfg.base_mac.0;
     nb.model.mac_prefix = MacPrefix([m[0], m[1], m[2]]);
     let svc = NbService::open(metered.clone(), nb)
@@ -145,6 +156,54 @@ pub async fn run(
     result.map_err(ServeError::Serve)?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Most API writes merged into one etcd transaction (each write is one to three ops).
+pub const ETCD_MAX_BATCH: usize = 40;
+
+/// Opens the configured store: the redb file in the data dir, or a connection to etcd.
+async fn open_store(cfg: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    match &cfg.store {
+        StoreSettings::Redb => {
+            let s = RedbStore::open(&cfg.data_dir.join(STORE_FILE), RedbOptions::default())
+                .map_err(ServeError::Store)?;
+            Ok(s)
+        }
+        StoreSettings::Etcd {
+            endpoints,
+            ca_file,
+            cert_file,
+            key_file,
+        } => {
+            let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, ServeError> {
+                p.as_ref()
+                    .map(|p| {
+                        std::fs::read(p).map_err(|source| ServeError::ReadFile {
+                            path: p.clone(),
+                            source,
+                        })
+                    })
+                    .transpose()
+            };
+            let tls = if ca_file.is_some() || cert_file.is_some() {
+                Some(wyvern_store_etcd::EtcdTls {
+                    ca_pem: read(ca_file)?,
+                    cert_pem: read(cert_file)?,
+                    key_pem: read(key_file)?,
+                })
+            } else {
+                None
+            };
+            let s = wyvern_store_etcd::EtcdStore::connect(wyvern_store_etcd::EtcdOptions {
+                endpoints: endpoints.clone(),
+                tls,
+                ..Default::default()
+            })
+            .await
+            .map_err(ServeError::Store)?;
+            Ok(s)
+        }
+    }
 }
 
 /// Binds `/metrics` and serves it in the background. A taken port is logged, not fatal:

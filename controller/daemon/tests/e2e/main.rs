@@ -5,6 +5,7 @@ mod binaries;
 mod common;
 mod durability;
 mod lifecycle;
+mod multi_api;
 mod openstack;
 mod query;
 mod validation;
