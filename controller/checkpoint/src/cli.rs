@@ -19,7 +19,7 @@ pub struct CheckpointArgs {
     )]
     pub checkpoint_url: String,
     /// Project whose plans and checkpoints are meant (the path's `{project_id}`).
-    #[arg(long, env = "WYVERN_PROJECT", default_value = "default")]
+    #[arg(long, env = "WYVERN_PROJECT", default_value = "admin")]
     pub project: String,
     /// Provider (bank) to use.
     #[arg(long, default_value = DEFAULT_PROVIDER_ID)]

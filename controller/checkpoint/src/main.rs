@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let auth = match args.token_file.or(file.token_file) {
         Some(p) => Auth::load_token_file(&p)?,
         None => Auth::NoAuth {
-            default_project: file.default_project.unwrap_or_else(|| "default".into()),
+            default_project: file.default_project.unwrap_or_else(|| "admin".into()),
         },
     };
     let registry = wyvern_metrics::new_registry()?;

@@ -80,15 +80,31 @@ pub async fn protect(
     meta: &CheckpointMeta,
     owner: &Owner,
 ) -> Result<ProtectOutcome, ProtectError> {
-    let id = meta.id.clone();
+    begin(bank, meta, owner).await?;
+    finish(bank, source, meta).await
+}
+
+/// First half of [`protect`]: takes the lease and writes the meta, so the checkpoint is
+/// listed (as `protecting`) from here on. The service answers a create after this.
+pub async fn begin(bank: &Bank, meta: &CheckpointMeta, owner: &Owner) -> Result<(), ProtectError> {
     let bank_err = |source| ProtectError::Bank {
-        id: id.clone(),
+        id: meta.id.clone(),
         source,
     };
-    bank.acquire_lease(&id, &lease_for(&owner.service, &owner.run))
+    bank.acquire_lease(&meta.id, &lease_for(&owner.service, &owner.run))
         .await
         .map_err(bank_err)?;
-    bank.write_meta(meta).await.map_err(bank_err)?;
+    bank.write_meta(meta).await.map_err(bank_err)
+}
+
+/// Second half of [`protect`]: the cut, the objects, the manifest; on failure the checkpoint
+/// is marked `error`; the lease is released either way.
+pub async fn finish(
+    bank: &Bank,
+    source: &NeutronClient,
+    meta: &CheckpointMeta,
+) -> Result<ProtectOutcome, ProtectError> {
+    let id = meta.id.clone();
     let r = protect_inner(bank, source, meta).await;
     if let Err(e) = &r {
         if let Err(e2) = bank.write_error(&id, &e.to_string()).await {

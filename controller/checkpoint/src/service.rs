@@ -15,7 +15,7 @@ use crate::bank::{now_secs, Bank, BankConfig, BankError, CheckpointMeta, Checkpo
 use crate::cron::Cron;
 use crate::metrics::Metrics;
 use crate::neutron::{Endpoint, NeutronClient};
-use crate::protect::{protect, recover, Owner, ProtectOutcome};
+use crate::protect::{begin, finish, recover, Owner, ProtectOutcome};
 use crate::restore::{load, restore, RestoreOptions};
 use crate::state::{
     OperationLog, Plan, RestoreRecord, State, StateError, StateFile, VerificationRecord, MAX_LOGS,
@@ -278,13 +278,18 @@ impl Service {
             error_info: None,
             extra_info: serde_json::Value::Null,
         };
+        if let Err(e) = begin(&provider.bank, &meta, &self.owner).await {
+            return Err(ServiceError::Invalid(format!(
+                "failed to start the checkpoint: {e}"
+            )));
+        }
         self.log(log.clone()).await;
         let svc = self.clone();
         let m = meta.clone();
         let handle = tokio::spawn(async move {
             let src = NeutronClient::new(&svc.source);
             let start = Instant::now();
-            let r = protect(&provider.bank, &src, &m, &svc.owner).await;
+            let r = finish(&provider.bank, &src, &m).await;
             let secs = start.elapsed().as_secs_f64();
             log.ended_at = Some(timestamp(now_secs()));
             let out = match r {

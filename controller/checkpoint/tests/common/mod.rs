@@ -20,12 +20,16 @@ use wyvern_testkit::wyvernd::Wyvernd;
 
 pub const PROVIDER_FS: &str = "cf56bd3e-97a7-4078-b6d5-f36246333fd9";
 pub const PROVIDER_S3: &str = "b766f37c-d011-4026-8228-28730d734a3f";
-pub const PROJECT: &str = "default";
+pub const PROJECT: &str = "admin";
 
-/// The wyvernd binary (built on demand with this test's cargo and target dir).
+/// The wyvernd binary: `$WYVERND` if set, else built on demand with this test's cargo and
+/// target dir.
 pub fn wyvernd_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("WYVERND") {
+            return PathBuf::from(p);
+        }
         wyvern_testkit::cascade::workspace_bin(
             "wyvern-daemon",
             "wyvernd",
