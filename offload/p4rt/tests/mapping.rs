@@ -396,3 +396,26 @@ fn entries_read_back_by_name() {
         assert_eq!(mapper.describe(&e), want);
     }
 }
+
+#[test]
+fn ir_actions_inverts_p4_action_for_every_compiled_flow() {
+    use wyvern_offload_p4rt::mapping::ir_actions;
+    let mut seen = BTreeSet::new();
+    for mode in [L3Mode::Proactive, L3Mode::Reactive] {
+        let (flows, _) = common::compiled(mode);
+        for flow in &flows {
+            let (name, args) = p4_action(flow).unwrap_or_else(|| panic!("[{flow}] maps"));
+            let back = ir_actions(name, |n| {
+                args.iter().find(|(a, _)| *a == n).map(|(_, v)| *v)
+            });
+            assert_eq!(back.as_deref(), Some(flow.actions.as_slice()), "[{flow}]");
+            seen.insert(name);
+        }
+    }
+    assert!(seen.len() >= 8, "{seen:?}");
+    // No IR form, a missing argument, a value too wide for the IR: refused.
+    assert_eq!(ir_actions("output_vxlan", |_| Some(1)), None);
+    assert_eq!(ir_actions("output", |_| None), None);
+    assert_eq!(ir_actions("arp_reply", |_| Some(1 << 48)), None);
+    assert_eq!(ir_actions("punt", |_| Some(99)), None);
+}
