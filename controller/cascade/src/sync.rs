@@ -360,7 +360,11 @@ pub fn on_change(
                         pods.insert(pod);
                     }
                 } else if let Some(pod) = placement(p, s) {
-                    ensure_network(b, t, pod, p.network_id);
+                    // Once the pod holds the network, its subnets and router interfaces
+                    // follow their own changes: no need to recheck them per port.
+                    if s.routing(pod, Kind::Network, p.network_id).is_none() {
+                        ensure_network(b, t, pod, p.network_id);
+                    }
                     pods.insert(pod);
                 }
             }

@@ -19,6 +19,10 @@ pub const LONG: Duration = Duration::from_secs(60);
 pub fn wyvernd_bin() -> std::path::PathBuf {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
+        // A prebuilt one (CI builds the workspace first) saves a cargo invocation.
+        if let Some(p) = std::env::var_os("WYVERN_TEST_WYVERND") {
+            return p.into();
+        }
         workspace_bin(
             "wyvern-daemon",
             "wyvernd",

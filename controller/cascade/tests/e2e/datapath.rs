@@ -27,7 +27,9 @@ impl Drop for Dhclient {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("failed to run {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to run {cmd:?}"))?;
     anyhow::ensure!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -76,7 +78,10 @@ async fn a_top_port_placed_in_an_ovs_pod_gets_flows_dhcp_and_active_status() {
         .await
         .unwrap();
     let mac = port["mac_address"].as_str().unwrap().to_owned();
-    let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap().to_owned();
+    let ip = port["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     sites.settled().await.unwrap();
 
     // The VM: a namespace whose eth0 has the port's MAC, its veth peer on br-int.
@@ -84,13 +89,26 @@ async fn a_top_port_placed_in_an_ovs_pod_gets_flows_dhcp_and_active_status() {
     let vm = Netns::new("wyv-casc").unwrap();
     let tap = "tapc1";
     run(Command::new("ip").args([
-        "netns", "exec", &ovs_ns, "ip", "link", "add", tap, "type", "veth", "peer", "name",
-        "eth0", "netns", vm.name(),
+        "netns",
+        "exec",
+        &ovs_ns,
+        "ip",
+        "link",
+        "add",
+        tap,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        vm.name(),
     ]))
     .unwrap();
     run(Command::new("ip").args(["netns", "exec", &ovs_ns, "ip", "link", "set", tap, "up"]))
         .unwrap();
-    vm.exec(&["ip", "link", "set", "eth0", "address", &mac]).unwrap();
+    vm.exec(&["ip", "link", "set", "eth0", "address", &mac])
+        .unwrap();
     vm.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
     ovs.vsctl(&[
         "add-port",
@@ -133,7 +151,11 @@ async fn a_top_port_placed_in_an_ovs_pod_gets_flows_dhcp_and_active_status() {
     .unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
     let conf = dir.path().join("dhclient.conf");
-    fs::write(&conf, "timeout 60;\ninitial-interval 1;\nbackoff-cutoff 2;\n").unwrap();
+    fs::write(
+        &conf,
+        "timeout 60;\ninitial-interval 1;\nbackoff-cutoff 2;\n",
+    )
+    .unwrap();
     let child = vm
         .command("dhclient")
         .args(["-d", "-1", "-cf"])
