@@ -503,15 +503,53 @@ async fn flows_after_restore_equal_flows_before() {
     .unwrap();
     let r = svc.restore(PROVIDER_FS, &cp, None).await;
     assert_eq!(r["status"], "success", "{r}");
+    // wyvern-local numbers ports (reg6/reg7) in the order it sees them bind, not from the
+    // store, so a deleted and re-created port may get another number: name each number by
+    // the MAC of the port it delivers to (table 5) before comparing.
+    let want = by_port_mac(&before);
     let after =
         wyvern_testkit::poll::wait_for("the restored flows", Duration::from_secs(30), || {
-            let f = ovs.dump_flows(BRIDGE).ok()?;
-            (f == before).then_some(f)
+            let f = by_port_mac(&ovs.dump_flows(BRIDGE).ok()?);
+            (f == want).then_some(f)
         });
     if after.is_err() {
-        let now = ovs.dump_flows(BRIDGE).unwrap_or_default();
-        let missing: Vec<_> = before.iter().filter(|l| !now.contains(l)).collect();
-        let extra: Vec<_> = now.iter().filter(|l| !before.contains(l)).collect();
+        let now = by_port_mac(&ovs.dump_flows(BRIDGE).unwrap_or_default());
+        let missing: Vec<_> = want.iter().filter(|l| !now.contains(l)).collect();
+        let extra: Vec<_> = now.iter().filter(|l| !want.contains(l)).collect();
         panic!("flows differ after restore\nmissing: {missing:#?}\nextra: {extra:#?}");
     }
+}
+
+/// Replaces each local port number (`reg6`/`reg7` values) by the MAC of its port.
+fn by_port_mac(flows: &[String]) -> Vec<String> {
+    let mut names = std::collections::HashMap::new();
+    for l in flows.iter().filter(|l| l.contains("table=5,")) {
+        // table=5 ... dl_dst=MAC actions=set_field:0xK->reg7
+        if let (Some(i), Some(j)) = (l.find("dl_dst="), l.find("->reg7")) {
+            let mac = l[i + 7..].split([' ', ',']).next().unwrap_or_default();
+            if let Some(k) = l[..j].rsplit(':').next() {
+                names.insert(k.to_string(), mac.to_string());
+            }
+        }
+    }
+    let mut out: Vec<String> = flows
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            for (k, mac) in &names {
+                for (from, to) in [
+                    (format!("reg6={k},"), format!("reg6=<{mac}>,")),
+                    (format!("reg6={k} "), format!("reg6=<{mac}> ")),
+                    (format!("reg7={k} "), format!("reg7=<{mac}> ")),
+                    (format!(":{k}->reg6"), format!(":<{mac}>->reg6")),
+                    (format!(":{k}->reg7"), format!(":<{mac}>->reg7")),
+                ] {
+                    l = l.replace(&from, &to);
+                }
+            }
+            l
+        })
+        .collect();
+    out.sort();
+    out
 }
