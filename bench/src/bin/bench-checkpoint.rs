@@ -206,18 +206,19 @@ async fn main() -> anyhow::Result<()> {
         run: "bench".into(),
     };
     let mut results = serde_json::Map::new();
+    let mut mismatches: Vec<String> = Vec::new();
     for (name, cfg) in &banks {
         let bank = Bank::open(cfg)?;
         let (mut cp_s, mut verify_s, mut restore_s, mut bytes) = (vec![], vec![], vec![], 0u64);
         for run in 0..args.runs {
             let meta = CheckpointMeta {
                 id: uuid_v7(),
-                project_id: "default".into(),
+                project_id: "admin".into(),
                 provider_id: (*name).into(),
                 plan_id: "bench".into(),
                 plan_name: "bench".into(),
                 resources: vec![ResourceRef {
-                    id: "default".into(),
+                    id: "admin".into(),
                     ty: ResourceType::Project,
                     name: String::new(),
                     extra_info: None,
@@ -247,8 +248,22 @@ async fn main() -> anyhow::Result<()> {
                     rep.resources_reason.iter().next()
                 );
             }
-            if dump(&dc).await? != original {
-                bail!("the restored project differs from the original ({name}, run {run})");
+            let got = dump(&dc).await?;
+            if got != original {
+                let diff = ["networks", "subnets", "ports", "routers"]
+                    .iter()
+                    .find_map(|c| {
+                        let (a, b) = (original[c].as_array()?, got[c].as_array()?);
+                        if a.len() != b.len() {
+                            return Some(format!("{c}: {} vs {} items", a.len(), b.len()));
+                        }
+                        a.iter()
+                            .zip(b)
+                            .find(|(x, y)| x != y)
+                            .map(|(x, y)| format!("{c}: {x} vs {y}"))
+                    })
+                    .unwrap_or_default();
+                mismatches.push(format!("{name} run {run}: {diff}"));
             }
             let _ = dst.stop();
             eprintln!(
@@ -275,9 +290,14 @@ async fn main() -> anyhow::Result<()> {
         "build_seconds": build_s,
         "banks": results,
         "targets": {"checkpoint_seconds": 1.0, "restore_seconds": 5.0},
+        "restored_equal": mismatches.is_empty(),
+        "mismatches": mismatches,
         "host": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "loadavg_1m": wyvern_bench::loadavg_1m()},
     });
     println!("{}", serde_json::to_string_pretty(&doc)?);
+    if !doc["restored_equal"].as_bool().unwrap_or(false) {
+        bail!("a restored project differs from the original");
+    }
     Ok(())
 }
 
