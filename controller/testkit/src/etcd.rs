@@ -246,7 +246,8 @@ impl EtcdCluster {
 
     /// The index of the current leader among the running members, if one is known.
     pub fn leader(&mut self) -> Option<usize> {
-        (0..self.members.len()).find(|&i| self.is_running(i) && is_leader(self.members[i].spec.client))
+        (0..self.members.len())
+            .find(|&i| self.is_running(i) && is_leader(self.members[i].spec.client))
     }
 
     /// SIGKILLs member `i` (a crash: no graceful leave) and reaps it.
