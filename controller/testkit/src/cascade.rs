@@ -21,14 +21,29 @@ use crate::wyvernd::http_get_status;
 pub const READY_PREFIX: &str = "wyvern-cascade listening on ";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Path of binary `bin` of workspace package `package`, built now (a no-op when up to date)
-/// with the same cargo and target dir as the running test. `test_exe_dir` is any path in
-/// the target dir, e.g. `env!("CARGO_TARGET_TMPDIR")`.
+/// Path of binary `bin` of workspace package `package`, for tests of another package (cargo
+/// gives `CARGO_BIN_EXE_*` only for a package's own binaries). In order:
+/// 1. `$WYVERN_TEST_<BIN>` (upper case, `-` as `_`), e.g. `WYVERN_TEST_WYVERND`;
+/// 2. `<target>/debug/<bin>` if it exists: `cargo test --workspace` (README, CI) builds every
+///    workspace binary before any test runs, with the same features as the tests, so a nested
+///    build would only risk rebuilding it with another feature set under a running test;
+/// 3. else `cargo build -p package --bin bin` into the same target dir (a lone
+///    `cargo test -p ...`; when iterating on the daemon that way, rebuild it first).
+///
+/// `target_tmpdir` is any path in the target dir, e.g. `env!("CARGO_TARGET_TMPDIR")`.
 pub fn workspace_bin(package: &str, bin: &str, target_tmpdir: &Path) -> anyhow::Result<PathBuf> {
+    let var = format!("WYVERN_TEST_{}", bin.to_uppercase().replace('-', "_"));
+    if let Some(p) = std::env::var_os(&var) {
+        return Ok(PathBuf::from(p));
+    }
     // <target>/tmp -> <target>/debug/<bin>
     let target = target_tmpdir
         .parent()
         .context("CARGO_TARGET_TMPDIR has no parent")?;
+    let built = target.join("debug").join(bin);
+    if built.exists() {
+        return Ok(built);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args(["build", "-q", "-p", package, "--bin", bin])
