@@ -145,6 +145,9 @@ impl Wyvernd {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         );
+        // Tests run many daemons at once: an ephemeral metrics port each, unless the test
+        // asks for one (a flag or an env of its own wins over this env).
+        cmd.env("WYVERN_METRICS_LISTEN", "127.0.0.1:0");
         for (k, v) in &self.opts.envs {
             cmd.env(k, v);
         }
