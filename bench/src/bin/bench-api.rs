@@ -41,6 +41,10 @@ struct Args {
     /// the throughput measurement.
     #[arg(long, default_value_t = 100_000)]
     total_ports: usize,
+    /// Authenticate every request with a Keystone token: a real Keystone (PyPI, in the
+    /// target dir's venv) is started, wyvernd runs with `--auth keystone` and its token cache.
+    #[arg(long)]
+    keystone: bool,
 }
 
 /// One create phase's result.
@@ -168,10 +172,36 @@ async fn run(args: Args) -> anyhow::Result<Value> {
     if args.list_size > args.total_ports {
         bail!("--list-size must not exceed --total-ports");
     }
-    let w = WyverndOptions::new(&bin).env("RUST_LOG", "warn").start()?;
+    let mut opts = WyverndOptions::new(&bin).env("RUST_LOG", "warn");
+    let mut headers = reqwest::header::HeaderMap::new();
+    // Kept alive for the whole run (dropping it stops Keystone).
+    let _keystone = if args.keystone {
+        let ks = wyvern_testkit::keystone::Keystone::start(&bin)?;
+        ks.ensure_user("wyvern", "bench-service-pw", "service", &["service"])?;
+        let user = ks.ensure_user("bench", "bench-pw", "bench", &["member"])?;
+        opts = opts
+            .arg("--auth")
+            .arg("keystone")
+            .arg("--keystone-url")
+            .arg(ks.url())
+            .arg("--keystone-username")
+            .arg("wyvern")
+            .arg("--keystone-password")
+            .arg("bench-service-pw");
+        let token = ks.token(&user)?;
+        headers.insert(
+            "x-auth-token",
+            token.parse().context("token is not a header value")?,
+        );
+        Some(ks)
+    } else {
+        None
+    };
+    let w = opts.start()?;
     let pid = w.pid().context("wyvernd has no pid")?;
     let base = w.url();
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(args.clients)
         .tcp_nodelay(true)
         .build()
@@ -270,6 +300,7 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         "bench": "api",
         "wyvernd": bin.display().to_string(),
         "clients": args.clients,
+        "auth": if args.keystone { "keystone (token cache)" } else { "noauth" },
         "durable": true,
         "create": main,
         "create_wyvernd_cpu_us_per_port": cpu_us_per_create,

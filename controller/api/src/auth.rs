@@ -207,8 +207,9 @@ pub struct KeystoneConfig {
 
 /// Default [`KeystoneConfig::cache_ttl`]: revocation takes effect within this time.
 pub const DEFAULT_TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
-/// Default [`KeystoneConfig::timeout`].
-pub const DEFAULT_KEYSTONE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`KeystoneConfig::timeout`]: generous, because a loaded Keystone takes seconds per
+/// password login (bcrypt) and a timeout turns into 503s for every caller.
+pub const DEFAULT_KEYSTONE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default [`KeystoneConfig::cache_capacity`].
 pub const DEFAULT_TOKEN_CACHE_CAPACITY: usize = 10_000;
 

@@ -4,8 +4,10 @@
 mod binaries;
 mod common;
 mod durability;
+mod keystone;
 mod lifecycle;
 mod multi_api;
 mod openstack;
 mod query;
+mod tempest;
 mod validation;
