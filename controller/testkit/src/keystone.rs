@@ -38,7 +38,8 @@ pub const ADMIN_PASSWORD: &str = "wyvern-admin-pw";
 /// The region the bootstrap creates and endpoints are registered in.
 pub const REGION: &str = "RegionOne";
 
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Generous: three Keystones starting beside a build take over a minute on two cores.
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bump when the template's contents change.
 const TEMPLATE: &str = "keystone-template-v2";
