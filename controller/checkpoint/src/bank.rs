@@ -517,25 +517,35 @@ impl Bank {
     }
 
     /// A checkpoint's current state as the bank shows it (status rules in the module docs).
+    ///
+    /// The lease is read BEFORE the manifest and the error: a writer writes its manifest (or
+    /// its error) before it releases its lease, so "lease live, then no manifest" really is
+    /// `protecting`, and a writer that finished in between shows its manifest. (Reading the
+    /// lease last would see a finished writer's manifest missing and its lease gone, and call
+    /// a good checkpoint `error`.)
     pub async fn checkpoint(&self, id: &str) -> Result<CheckpointRecord, BankError> {
-        let meta: CheckpointMeta = self
-            .get_json(&Self::cp(id, "meta.json"))
-            .await?
-            .ok_or_else(|| BankError::NotFound(id.to_string()))?;
-        let manifest: Option<Manifest> = self.get_json(&Self::cp(id, "manifest.json")).await?;
-        let error: Option<serde_json::Value> = self.get_json(&Self::cp(id, "error.json")).await?;
-        let deleting = self.get(&Self::cp(id, "deleting")).await?.is_some();
-        let status = if deleting {
+        let lease_live = |l: Option<Lease>| l.is_some_and(|l| l.expires_at > now_secs());
+        let live_before = lease_live(self.read_lease(id).await?);
+        let [meta_p, manifest_p, error_p, deleting_p] =
+            ["meta.json", "manifest.json", "error.json", "deleting"].map(|f| Self::cp(id, f));
+        let (meta, manifest, error, deleting) = futures::try_join!(
+            self.get_json::<CheckpointMeta>(&meta_p),
+            self.get_json::<Manifest>(&manifest_p),
+            self.get_json::<serde_json::Value>(&error_p),
+            self.get(&deleting_p),
+        )?;
+        let meta = meta.ok_or_else(|| BankError::NotFound(id.to_string()))?;
+        let status = if deleting.is_some() {
             CheckpointStatus::Deleting
         } else if manifest.is_some() {
             CheckpointStatus::Available
         } else if error.is_some() {
             CheckpointStatus::Error
+        } else if live_before || lease_live(self.read_lease(id).await?) {
+            // The second read covers a writer that took its lease after the first one.
+            CheckpointStatus::Protecting
         } else {
-            match self.read_lease(id).await? {
-                Some(l) if l.expires_at > now_secs() => CheckpointStatus::Protecting,
-                _ => CheckpointStatus::Error,
-            }
+            CheckpointStatus::Error
         };
         let error = error.map(|e| e["reason"].as_str().unwrap_or_default().to_string());
         Ok(CheckpointRecord {

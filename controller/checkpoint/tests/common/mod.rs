@@ -263,6 +263,10 @@ impl Svc {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
+                if s == "error" {
+                    // The reason is in the record; the caller's assertion shows only the status.
+                    eprintln!("checkpoint {id} failed: {}", v["checkpoint"]["error"]);
+                }
                 (s != "protecting").then_some(s)
             },
         )
