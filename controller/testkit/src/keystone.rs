@@ -9,12 +9,20 @@
 //! stdlib-only Python helper run with the venv's interpreter (the harness needs no HTTP client).
 //!
 //! uWSGI, not gunicorn: Keystone's config parser reads gunicorn's own argv and fails.
+//! One uWSGI worker with one thread: Keystone on SQLite fails concurrent writes (a password
+//! login writes) with "database is locked", and uWSGI then closes the connection without an
+//! answer, which clients see as "Connection reset by peer"; one worker also imports Keystone
+//! once (tens of CPU-seconds on a loaded machine). `Connection: close` on every answer because
+//! uWSGI's http-socket closes after each request: a client must never pool such a connection.
+//! Tests that do not stop Keystone share one per process ([`Keystone::shared`]).
 //! Passwords are hashed with bcrypt's minimum of 4 rounds: the default makes every password
 //! login (each token the tests ask for) cost a large share of a second on this machine.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -244,7 +252,71 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The Keystone of [`Keystone::shared`], started once per test process.
+static SHARED: OnceLock<std::result::Result<Keystone, String>> = OnceLock::new();
+
+/// atexit hook: stops the shared Keystone's uWSGI, reaps it and removes its directory (a
+/// static is never dropped).
+extern "C" fn stop_shared() {
+    let Some(Ok(ks)) = SHARED.get() else {
+        return;
+    };
+    if let Some(pid) = ks.child.as_ref().map(|c| c.id() as libc::pid_t) {
+        // SAFETY: kill(2)/waitpid(2) on our own unreaped child; no memory is shared.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let reaped = wait_for("the shared uwsgi to exit", STOP_TIMEOUT, || {
+            let mut status = 0;
+            // SAFETY: as above; `status` is a valid out pointer.
+            (unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != 0).then_some(())
+        });
+        if reaped.is_err() {
+            let mut status = 0;
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(ks.dir());
+}
+
 impl Keystone {
+    /// One Keystone for every test of this process that does not stop it. Starting one costs
+    /// tens of CPU-seconds on a loaded two-core machine (importing Keystone), so parallel
+    /// tests that each start their own miss any start deadline. It runs until the process
+    /// exits: an atexit hook stops it and removes its directory, and if the process is
+    /// killed uWSGI gets SIGTERM through PR_SET_PDEATHSIG of the thread that started it.
+    /// Tests sharing it must use distinct users/projects or only read shared ones, and must
+    /// not register the same catalog service type twice.
+    pub fn shared(target_dir: &Path) -> Result<&'static Keystone> {
+        let ks = SHARED.get_or_init(|| {
+            let (tx, rx) = mpsc::channel();
+            let target = target_dir.to_path_buf();
+            // PDEATHSIG follows the thread that spawned uWSGI: this one lives as long as the
+            // process (a test's thread ends with its test).
+            let spawned = std::thread::Builder::new()
+                .name("keystone-shared".into())
+                .spawn(move || {
+                    let _ = tx.send(Keystone::start(&target).map_err(|e| format!("{e:#}")));
+                    loop {
+                        std::thread::park();
+                    }
+                });
+            if let Err(e) = spawned {
+                return Err(format!("failed to spawn the Keystone thread: {e}"));
+            }
+            let ks = rx
+                .recv()
+                .map_err(|e| format!("failed to hear from the Keystone thread: {e}"))??;
+            // SAFETY: registers a plain extern "C" fn that does not unwind.
+            unsafe { libc::atexit(stop_shared) };
+            Ok(ks)
+        });
+        ks.as_ref()
+            .map_err(|e| anyhow::anyhow!("failed to start the shared Keystone: {e}"))
+    }
+
     /// Installs the venv if needed, copies the template and starts Keystone on a free port.
     /// `target_dir`: `env!("CARGO_TARGET_TMPDIR")` of an integration test.
     pub fn start(target_dir: &Path) -> Result<Keystone> {
@@ -306,14 +378,25 @@ impl Keystone {
             &ini,
             format!(
                 "[uwsgi]\nhttp-socket = 127.0.0.1:{}\nmodule = keystone.wsgi.api:application\n\
-                 processes = 2\nthreads = 1\nmaster = true\ndie-on-term = true\n\
-                 no-orphans = true\nneed-app = true\nlazy-apps = true\n",
+                 processes = 1\nthreads = 1\nmaster = true\ndie-on-term = true\n\
+                 no-orphans = true\nneed-app = true\nlisten = 1024\n\
+                 add-header = Connection: close\n",
                 self.port
             ),
         )
         .context("failed to write uwsgi.ini")?;
         let log = File::create(d.join("uwsgi.log")).context("failed to create uwsgi.log")?;
-        let child = Command::new(self.venv.bin("uwsgi"))
+        let mut cmd = Command::new(self.venv.bin("uwsgi"));
+        // SAFETY: prctl(2) is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                // uWSGI dies with the thread that started it, even when the test process is
+                // killed: a static shared Keystone is never dropped.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("--ini")
             .arg(&ini)
             .env("OS_KEYSTONE_CONFIG_FILES", d.join("keystone.conf"))

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -15,10 +16,72 @@ use crate::common::*;
 
 const SERVICE_PASSWORD: &str = "wyvern-service-pw";
 
-/// Keystone with wyvern's service user and three people: alice (member of alpha), bob
-/// (member of beta), carol (reader of alpha); wyvernd validating against it.
+/// The Keystone of a [`Cloud`]: the process-wide shared one, or one of the test's own (to stop).
+pub enum Ks {
+    Shared(&'static Keystone),
+    Own(Keystone),
+}
+
+impl std::ops::Deref for Ks {
+    type Target = Keystone;
+    fn deref(&self) -> &Keystone {
+        match self {
+            Ks::Shared(k) => k,
+            Ks::Own(k) => k,
+        }
+    }
+}
+
+impl Ks {
+    /// The test's own Keystone (to stop and restart it).
+    pub fn own(&mut self) -> &mut Keystone {
+        match self {
+            Ks::Own(k) => k,
+            Ks::Shared(_) => panic!("the shared Keystone must not be stopped"),
+        }
+    }
+}
+
+/// wyvern's service user and three people: alice (member of alpha), bob (member of beta),
+/// carol (reader of alpha).
+#[derive(Clone)]
+struct People {
+    alice: KsUser,
+    bob: KsUser,
+    carol: KsUser,
+}
+
+fn people(ks: &Keystone) -> People {
+    ks.ensure_user("wyvern", SERVICE_PASSWORD, "service", &["service"])
+        .expect("service user");
+    People {
+        alice: ks
+            .ensure_user("alice", "alice-pw", "alpha", &["member"])
+            .expect("alice"),
+        bob: ks
+            .ensure_user("bob", "bob-pw", "beta", &["member"])
+            .expect("bob"),
+        carol: ks
+            .ensure_user("carol", "carol-pw", "alpha", &["reader"])
+            .expect("carol"),
+    }
+}
+
+/// The shared Keystone with its people, made once per test process (concurrent first
+/// callers wait for one setup rather than racing to create the same users).
+fn shared() -> (&'static Keystone, People) {
+    static SHARED: OnceLock<(&'static Keystone, People)> = OnceLock::new();
+    let (ks, p) = SHARED.get_or_init(|| {
+        let ks = Keystone::shared(Path::new(env!("CARGO_TARGET_TMPDIR")))
+            .expect("shared Keystone starts");
+        (ks, people(ks))
+    });
+    (ks, p.clone())
+}
+
+/// Keystone with its people; wyvernd (a fresh one per test) validating against it.
 pub struct Cloud {
-    pub ks: Keystone,
+    pub ks: Ks,
     pub w: Wyvernd,
     pub alice: KsUser,
     pub bob: KsUser,
@@ -27,20 +90,20 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// `ttl`: wyvernd's token cache TTL in seconds.
+    /// On the shared Keystone; `ttl`: wyvernd's token cache TTL in seconds.
     pub fn start(ttl: u64) -> Cloud {
+        let (ks, p) = shared();
+        Cloud::with(Ks::Shared(ks), p, ttl)
+    }
+
+    /// On a Keystone of the test's own, for a test that stops it.
+    pub fn start_own(ttl: u64) -> Cloud {
         let ks = Keystone::start(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("Keystone starts");
-        ks.ensure_user("wyvern", SERVICE_PASSWORD, "service", &["service"])
-            .expect("service user");
-        let alice = ks
-            .ensure_user("alice", "alice-pw", "alpha", &["member"])
-            .expect("alice");
-        let bob = ks
-            .ensure_user("bob", "bob-pw", "beta", &["member"])
-            .expect("bob");
-        let carol = ks
-            .ensure_user("carol", "carol-pw", "alpha", &["reader"])
-            .expect("carol");
+        let p = people(&ks);
+        Cloud::with(Ks::Own(ks), p, ttl)
+    }
+
+    fn with(ks: Ks, p: People, ttl: u64) -> Cloud {
         // Service credentials live in the config file, as an operator would keep them.
         let dir = tempfile::tempdir().expect("temp dir");
         let cfg = dir.path().join("wyvernd.toml");
@@ -62,9 +125,9 @@ impl Cloud {
         Cloud {
             ks,
             w,
-            alice,
-            bob,
-            carol,
+            alice: p.alice,
+            bob: p.bob,
+            carol: p.carol,
             _dir: dir,
         }
     }
@@ -211,11 +274,11 @@ async fn keystone_revoked_token_is_refused_once_the_cache_ttl_passed() {
 
 #[tokio::test]
 async fn keystone_outage_is_503_then_recovers_without_restarting_wyvernd() {
-    let mut c = Cloud::start(1);
+    let mut c = Cloud::start_own(1);
     let alice = c.api(&c.alice);
     let net = alice.network("n").await;
     let pid = c.w.pid();
-    c.ks.stop().expect("Keystone stops");
+    c.ks.own().stop().expect("Keystone stops");
     // Once the cached validation is older than the TTL, nothing gets through: 503.
     wait_status(&alice, "/v2.0/networks", 503, Duration::from_secs(15))
         .await
@@ -225,7 +288,7 @@ async fn keystone_outage_is_503_then_recovers_without_restarting_wyvernd() {
         .post("/v2.0/networks", json!({"network": {}}))
         .await
         .err(503, "HTTPServiceUnavailable");
-    c.ks.start_again().expect("Keystone restarts");
+    c.ks.own().start_again().expect("Keystone restarts");
     let body = wait_status(&alice, "/v2.0/networks", 200, Duration::from_secs(20))
         .await
         .body;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::keystone::Cloud;
 use wyvern_testkit::keystone::{ADMIN_PASSWORD, REGION};
@@ -85,7 +86,11 @@ impl Outcome {
 
 /// Configures tempest against `c` and runs `regex`.
 async fn run_tempest(c: &Cloud, regex: &str, concurrency: usize) -> Outcome {
-    c.ks.register_endpoint("network", "neutron", &c.w.url())
+    // The Keystone is shared with other tests (the CLI test registers `network`), and tempest
+    // takes the first catalog service of its type: a type of this run's own.
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let catalog_type = format!("network-tempest-{}", RUNS.fetch_add(1, Ordering::Relaxed));
+    c.ks.register_endpoint(&catalog_type, "wyvern-tempest", &c.w.url())
         .expect("wyvernd in the catalog");
     let admin = c.admin();
     let exts = admin.get("/v2.0/extensions").await.ok(200);
@@ -114,6 +119,7 @@ async fn run_tempest(c: &Cloud, regex: &str, concurrency: usize) -> Outcome {
         &ws.join("etc/tempest.conf"),
         &c.ks.url(),
         &aliases.join(","),
+        &catalog_type,
         &ws,
     );
     let out = Command::new(&tempest)
@@ -136,7 +142,7 @@ async fn run_tempest(c: &Cloud, regex: &str, concurrency: usize) -> Outcome {
     o
 }
 
-fn write_conf(path: &Path, keystone: &str, extensions: &str, ws: &Path) {
+fn write_conf(path: &Path, keystone: &str, extensions: &str, catalog_type: &str, ws: &Path) {
     let conf = format!(
         "[DEFAULT]\nlog_dir = {ws}\nlog_file = tempest.log\n\
          [auth]\nadmin_username = admin\nadmin_password = {ADMIN_PASSWORD}\n\
@@ -144,7 +150,7 @@ fn write_conf(path: &Path, keystone: &str, extensions: &str, ws: &Path) {
          use_dynamic_credentials = true\ncreate_isolated_networks = false\n\
          [identity]\nuri_v3 = {keystone}\nauth_version = v3\nregion = {REGION}\n\
          [identity-feature-enabled]\napi_v3 = true\n\
-         [network]\ncatalog_type = network\nregion = {REGION}\n\
+         [network]\ncatalog_type = {catalog_type}\nregion = {REGION}\n\
          project_network_cidr = 10.100.0.0/16\nproject_network_mask_bits = 28\n\
          [network-feature-enabled]\napi_extensions = {extensions}\nipv6 = false\n\
          ipv6_subnet_attributes = false\nport_security = true\n\
