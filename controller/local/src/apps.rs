@@ -145,30 +145,85 @@ impl AppStats {
     }
 }
 
+/// Where a punted packet came from, and so where its answers go.
+#[derive(Debug, Clone)]
+enum Via {
+    OpenFlow,
+    P4(crate::p4::P4Out),
+}
+
 /// Starts the apps on the packet-ins of `rx`.
 pub fn spawn_apps(
     ctrl: LocalController,
+    rx: mpsc::UnboundedReceiver<SwitchEvent>,
+    cfg: AppsConfig,
+) -> Arc<AppStats> {
+    spawn_apps_with_p4(ctrl, rx, None, cfg)
+}
+
+/// Starts the apps on the packet-ins of `rx` and, if given, of a P4 target (from
+/// [`crate::p4::spawn`]), whose answers go back through that target.
+pub fn spawn_apps_with_p4(
+    ctrl: LocalController,
     mut rx: mpsc::UnboundedReceiver<SwitchEvent>,
+    p4: Option<(
+        mpsc::UnboundedReceiver<crate::p4::AppPacketIn>,
+        crate::p4::P4Out,
+    )>,
     cfg: AppsConfig,
 ) -> Arc<AppStats> {
     let stats = Arc::new(AppStats::default());
     let out = stats.clone();
     tokio::spawn(async move {
         let mut limiter: RateLimiter<u32> = RateLimiter::new(cfg.dhcp_rate_per_sec, cfg.dhcp_burst);
-        while let Some(ev) = rx.recv().await {
-            if let SwitchEvent::PacketIn { packet_in, .. } = ev {
-                handle(&ctrl, &cfg, &stats, &mut limiter, packet_in).await;
-            }
+        let (mut p4_rx, p4_out) = match p4 {
+            Some((rx, out)) => (Some(rx), Some(out)),
+            None => (None, None),
+        };
+        loop {
+            let (packet_in, via) = tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(SwitchEvent::PacketIn { packet_in, .. }) => (packet_in, Via::OpenFlow),
+                    Some(_) => continue,
+                    None => return,
+                },
+                Some(pi) = recv_p4(&mut p4_rx) => match &p4_out {
+                    Some(o) => (pi, Via::P4(o.clone())),
+                    None => continue,
+                },
+            };
+            handle(&ctrl, &cfg, &stats, &mut limiter, packet_in, &via).await;
         }
     });
     out
+}
+
+async fn recv_p4(
+    rx: &mut Option<mpsc::UnboundedReceiver<crate::p4::AppPacketIn>>,
+) -> Option<crate::p4::AppPacketIn> {
+    match rx {
+        Some(r) => match r.recv().await {
+            Some(p) => Some(p),
+            None => {
+                *rx = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
 }
 
 fn reg(p: &PacketIn, field: Field) -> Option<u32> {
     p.match_.get(field).and_then(|(v, _)| u32::try_from(v).ok())
 }
 
-fn send_out(ctrl: &LocalController, stats: &AppStats, port: u32, frame: Vec<u8>) {
+fn send_out(ctrl: &LocalController, stats: &AppStats, via: &Via, port: u32, frame: Vec<u8>) {
+    if let Via::P4(out) = via {
+        if !out.to_port(port, frame) {
+            stats.bump("packet_out_failed:p4_stopped");
+        }
+        return;
+    }
     let Some(sw) = ctrl.ofctrl().switch() else {
         stats.bump("packet_out_failed:no_switch");
         return;
@@ -193,6 +248,7 @@ async fn handle(
     stats: &AppStats,
     limiter: &mut RateLimiter<u32>,
     p: PacketIn,
+    via: &Via,
 ) {
     let reason = p
         .userdata
@@ -202,7 +258,7 @@ async fn handle(
     let label = punt_label(reason);
     stats.bump(format!("packet_in:{label}"));
     let started = Instant::now();
-    dispatch(ctrl, cfg, stats, limiter, p, reason).await;
+    dispatch(ctrl, cfg, stats, limiter, p, reason, via).await;
     stats
         .handling_duration
         .with_label_values(&[label])
@@ -216,13 +272,14 @@ async fn dispatch(
     limiter: &mut RateLimiter<u32>,
     p: PacketIn,
     reason: Option<PuntReason>,
+    via: &Via,
 ) {
     let (Some(reason), Some(in_port)) = (reason, reg(&p, Field::InPort)) else {
         stats.bump("packet_in_drop:unknown_reason");
         return;
     };
     match reason {
-        PuntReason::Dhcp => dhcp(ctrl, cfg, stats, limiter, &p, in_port),
+        PuntReason::Dhcp => dhcp(ctrl, cfg, stats, limiter, &p, in_port, via),
         PuntReason::IcmpToRouter => {
             let Ok(sum) = wyvern_apps::parse_packet_in(&p.data) else {
                 stats.bump("packet_in_drop:malformed");
@@ -232,13 +289,17 @@ async fn dispatch(
             match wyvern_apps::icmp_echo_reply(&p.data, ip.dst, sum.eth_dst) {
                 Some(reply) => {
                     stats.bump("icmp_echo_reply");
-                    send_out(ctrl, stats, in_port, reply);
+                    send_out(ctrl, stats, via, in_port, reply);
                 }
                 None => stats.bump("icmp_drop:not_echo"),
             }
         }
-        PuntReason::TtlExpired => ttl_expired(ctrl, stats, &p, in_port),
-        PuntReason::L3Miss => l3_miss(ctrl, cfg, stats, &p, in_port).await,
+        PuntReason::TtlExpired => ttl_expired(ctrl, stats, &p, in_port, via),
+        PuntReason::L3Miss => match via {
+            Via::OpenFlow => l3_miss(ctrl, cfg, stats, &p, in_port).await,
+            // Reactive routes are installed through OpenFlow only (not yet through P4).
+            Via::P4(_) => stats.bump("l3_drop:p4_reactive_unsupported"),
+        },
     }
 }
 
@@ -249,6 +310,7 @@ fn dhcp(
     limiter: &mut RateLimiter<u32>,
     p: &PacketIn,
     in_port: u32,
+    via: &Via,
 ) {
     let Some(pk) = reg(p, Field::Reg(crate::REG_INPORT)) else {
         stats.bump("dhcp_drop:no_port");
@@ -334,14 +396,14 @@ fn dhcp(
                 None => stats.bump(format!("dhcp_request:{}", outcome.request.label())),
             }
             if let Some(frame) = outcome.reply_frame() {
-                send_out(ctrl, stats, in_port, frame.to_vec());
+                send_out(ctrl, stats, via, in_port, frame.to_vec());
             }
         }
         Err(drop) => stats.bump(format!("dhcp_drop:{}", drop.label())),
     }
 }
 
-fn ttl_expired(ctrl: &LocalController, stats: &AppStats, p: &PacketIn, in_port: u32) {
+fn ttl_expired(ctrl: &LocalController, stats: &AppStats, p: &PacketIn, in_port: u32, via: &Via) {
     let Ok(sum) = wyvern_apps::parse_packet_in(&p.data) else {
         stats.bump("packet_in_drop:malformed");
         return;
@@ -365,7 +427,7 @@ fn ttl_expired(ctrl: &LocalController, stats: &AppStats, p: &PacketIn, in_port: 
     match wyvern_apps::icmp_time_exceeded(&p.data, ip, sum.eth_dst) {
         Some(reply) => {
             stats.bump("icmp_time_exceeded");
-            send_out(ctrl, stats, in_port, reply);
+            send_out(ctrl, stats, via, in_port, reply);
         }
         None => stats.bump("icmp_drop:no_time_exceeded"),
     }

@@ -15,6 +15,7 @@
 
 pub mod apps;
 pub mod mirror;
+pub mod p4;
 
 pub use wyvern_ofpipe::{REG_INPORT, REG_NETWORK, REG_OUTPORT, REG_ROUTER};
 
@@ -163,6 +164,8 @@ pub struct LocalController {
     ofctrl: Ofctrl,
     listen: Option<ListenAddr>,
     keys_tx: mpsc::UnboundedSender<KeyChanges>,
+    /// Bumped after every compile that changed the pipeline (for the P4 back end).
+    compiled: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl LocalController {
@@ -232,6 +235,7 @@ impl LocalController {
             ofctrl,
             listen: listen.clone(),
             keys_tx,
+            compiled: Arc::new(tokio::sync::watch::Sender::new(0)),
         };
 
         let revision = this.resync(store.as_ref()).await?;
@@ -285,6 +289,12 @@ impl LocalController {
         &self.ofctrl
     }
 
+    /// Changes after every compile that changed the pipeline; [`State::compiler`] then
+    /// holds the new IR (what [`p4`] writes to a P4Runtime target).
+    pub fn subscribe_compiles(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.compiled.subscribe()
+    }
+
     /// Reads the whole topology and recompiles everything; returns the revision read.
     async fn resync(&self, store: &dyn Store) -> Result<Revision, LocalError> {
         let (kvs, revision) = store.range(MODEL_PREFIX).await?;
@@ -327,6 +337,7 @@ impl LocalController {
             .store(revision.0, Ordering::Relaxed);
         tracing::info!(objects = kvs.len(), flows = flows.len(), %revision, "compiled full pipeline");
         self.track(self.ofctrl.set_desired(flows, groups), revision.0);
+        self.compiled.send_modify(|g| *g += 1);
         Ok(revision)
     }
 
@@ -367,6 +378,7 @@ impl LocalController {
         self.status
             .flows_removed
             .fetch_add(delta.removed.len() as u64, Ordering::Relaxed);
+        self.compiled.send_modify(|g| *g += 1);
         match wyvern_ofpipe::map_delta(delta) {
             Ok(update) => self.track(self.ofctrl.update(update), revision),
             Err(e) => {
