@@ -575,52 +575,65 @@ impl Bank {
 
     /// Recomputes every object's hash against the manifest. Returns every fault found.
     pub async fn verify(&self, m: &Manifest) -> Result<Vec<ObjectFault>, BankError> {
-        let id = m.checkpoint_id.clone();
-        let results: Vec<Result<Option<ObjectFault>, BankError>> =
+        Ok(self.read_verified(m).await?.err().unwrap_or_default())
+    }
+
+    /// Reads every object of `m` once (16 at a time) and checks its size and sha256: the
+    /// objects in manifest order, or every fault found (sorted by object name). A restore
+    /// uses the bytes it verified instead of reading the checkpoint a second time.
+    pub async fn read_verified(
+        &self,
+        m: &Manifest,
+    ) -> Result<Result<Vec<Bytes>, Vec<ObjectFault>>, BankError> {
+        let results: Vec<Result<Result<Bytes, ObjectFault>, BankError>> =
             futures::stream::iter(m.objects.iter().cloned())
                 .map(|o| {
-                    let id = id.clone();
+                    let id = m.checkpoint_id.clone();
                     async move {
                         let Some(data) = self.read_object(&id, &o.name).await? else {
-                            return Ok(Some(ObjectFault {
-                                object: o.name.clone(),
-                                reason: "missing".into(),
-                            }));
+                            return Ok(Err(fault(&o, "missing".into())));
                         };
                         if data.len() as u64 != o.size {
-                            return Ok(Some(ObjectFault {
-                                object: o.name.clone(),
-                                reason: format!(
-                                    "size {} differs from the manifest's {} (truncated?)",
-                                    data.len(),
-                                    o.size
-                                ),
-                            }));
+                            let why = format!(
+                                "size {} differs from the manifest's {} (truncated?)",
+                                data.len(),
+                                o.size
+                            );
+                            return Ok(Err(fault(&o, why)));
                         }
                         let h = hex(&Sha256::digest(&data));
                         if h != o.sha256 {
-                            return Ok(Some(ObjectFault {
-                                object: o.name.clone(),
-                                reason: format!(
-                                    "sha256 {h} differs from the manifest's {}",
-                                    o.sha256
-                                ),
-                            }));
+                            let why =
+                                format!("sha256 {h} differs from the manifest's {}", o.sha256);
+                            return Ok(Err(fault(&o, why)));
                         }
-                        Ok(None)
+                        Ok(Ok(data))
                     }
                 })
-                .buffer_unordered(16)
+                .buffered(16)
                 .collect()
                 .await;
+        let mut objects = Vec::with_capacity(results.len());
         let mut faults = Vec::new();
         for r in results {
-            if let Some(f) = r? {
-                faults.push(f);
+            match r? {
+                Ok(b) => objects.push(b),
+                Err(f) => faults.push(f),
             }
         }
-        faults.sort_by(|a, b| a.object.cmp(&b.object));
-        Ok(faults)
+        if faults.is_empty() {
+            Ok(Ok(objects))
+        } else {
+            faults.sort_by(|a, b| a.object.cmp(&b.object));
+            Ok(Err(faults))
+        }
+    }
+}
+
+fn fault(o: &ObjectEntry, reason: String) -> ObjectFault {
+    ObjectFault {
+        object: o.name.clone(),
+        reason,
     }
 }
 

@@ -145,19 +145,20 @@ pub struct Snapshot {
 const COLLECTIONS: [&str; 4] = ["networks", "subnets", "ports", "routers"];
 const MAX_READS: u32 = 8;
 
-type RawRead = (String, Vec<Vec<serde_json::Value>>);
+/// One read of the four collections: the digest over all answers and the answers' bytes.
+type RawRead = (String, Vec<bytes::Bytes>);
 
 async fn read_once(c: &NeutronClient) -> Result<RawRead, ReadError> {
     let (n, s, p, r) = tokio::join!(
-        c.list(COLLECTIONS[0]),
-        c.list(COLLECTIONS[1]),
-        c.list(COLLECTIONS[2]),
-        c.list(COLLECTIONS[3])
+        c.list_bytes(COLLECTIONS[0]),
+        c.list_bytes(COLLECTIONS[1]),
+        c.list_bytes(COLLECTIONS[2]),
+        c.list_bytes(COLLECTIONS[3])
     );
     let mut h = Sha256::new();
-    let mut items = Vec::with_capacity(4);
+    let mut answers = Vec::with_capacity(4);
     for (res, collection) in [n, s, p, r].into_iter().zip(COLLECTIONS) {
-        let (bytes, v) = res.map_err(|source| ReadError::List {
+        let bytes = res.map_err(|source| ReadError::List {
             collection,
             url: c.base().to_string(),
             source: Box::new(source),
@@ -165,32 +166,40 @@ async fn read_once(c: &NeutronClient) -> Result<RawRead, ReadError> {
         h.update(collection.as_bytes());
         h.update((bytes.len() as u64).to_be_bytes());
         h.update(&bytes);
-        items.push(v);
+        answers.push(bytes);
     }
-    Ok((hex(&h.finalize()), items))
+    Ok((hex(&h.finalize()), answers))
+}
+
+/// A list answer (`{"<collection>": [...], ...}`), parsed straight into typed objects.
+#[derive(Deserialize)]
+struct ListAnswer<T> {
+    #[serde(
+        alias = "networks",
+        alias = "subnets",
+        alias = "ports",
+        alias = "routers"
+    )]
+    items: Vec<T>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
     collection: &'static str,
     url: &str,
-    v: Vec<serde_json::Value>,
+    bytes: &[u8],
     id: impl Fn(&T) -> Uuid,
 ) -> Result<BTreeMap<Uuid, T>, ReadError> {
-    v.into_iter()
-        .map(|x| {
-            serde_json::from_value::<T>(x)
-                .map(|t| (id(&t), t))
-                .map_err(|source| ReadError::Decode {
-                    collection,
-                    url: url.to_string(),
-                    source,
-                })
-        })
-        .collect()
+    let a: ListAnswer<T> = serde_json::from_slice(bytes).map_err(|source| ReadError::Decode {
+        collection,
+        url: url.to_string(),
+        source,
+    })?;
+    Ok(a.items.into_iter().map(|t| (id(&t), t)).collect())
 }
 
 impl Snapshot {
-    /// Reads the whole visible topology at one consistent cut (see the module docs).
+    /// Reads the whole visible topology at one consistent cut (see the module docs). Only
+    /// the agreeing answers are parsed; earlier reads are hashed and dropped.
     pub async fn read(c: &NeutronClient) -> Result<Snapshot, ReadError> {
         let mut prev = read_once(c).await?;
         let mut reads = 1;
@@ -208,29 +217,16 @@ impl Snapshot {
             }
             prev = next;
         }
-        let (digest, mut items) = prev;
+        let (digest, answers) = prev;
         let url = c.base();
-        let routers = decode(
-            "routers",
-            url,
-            items.pop().unwrap_or_default(),
-            |r: &Router| r.id,
-        )?;
-        let ports = decode("ports", url, items.pop().unwrap_or_default(), |p: &Port| {
-            p.id
-        })?;
-        let subnets = decode(
-            "subnets",
-            url,
-            items.pop().unwrap_or_default(),
-            |s: &Subnet| s.id,
-        )?;
-        let networks = decode(
-            "networks",
-            url,
-            items.pop().unwrap_or_default(),
-            |n: &Network| n.id,
-        )?;
+        let empty = bytes::Bytes::new();
+        let answer = |i: usize| answers.get(i).unwrap_or(&empty);
+        let (networks, subnets, ports, routers) = (
+            decode("networks", url, answer(0), |n: &Network| n.id)?,
+            decode("subnets", url, answer(1), |s: &Subnet| s.id)?,
+            decode("ports", url, answer(2), |p: &Port| p.id)?,
+            decode("routers", url, answer(3), |r: &Router| r.id)?,
+        );
         Ok(Snapshot {
             networks,
             subnets,

@@ -174,6 +174,12 @@ impl NeutronClient {
         }
     }
 
+    /// `GET /v2.0/{collection}`, the answer's bytes unparsed (a consistent cut compares and
+    /// hashes raw answers and parses only the one it keeps).
+    pub async fn list_bytes(&self, collection: &str) -> Result<bytes::Bytes, NeutronError> {
+        self.send("GET", collection, None).await
+    }
+
     /// `GET /v2.0/{collection}` as raw bytes (for digests) and parsed items.
     pub async fn list(&self, collection: &str) -> Result<(bytes::Bytes, Vec<Value>), NeutronError> {
         let bytes = self.send("GET", collection, None).await?;

@@ -74,26 +74,17 @@ pub async fn load(bank: &Bank, id: &str) -> Result<(Manifest, Contents), Restore
     let manifest = rec
         .manifest
         .ok_or_else(|| RestoreError::NotAvailable(id.to_string()))?;
-    let faults = bank.verify(&manifest).await.map_err(bank_err)?;
-    if !faults.is_empty() {
-        return Err(RestoreError::Verification {
-            id: id.to_string(),
-            faults,
-        });
-    }
-    let mut c = Contents::default();
-    for o in &manifest.objects {
-        let data = bank
-            .read_object(id, &o.name)
-            .await
-            .map_err(bank_err)?
-            .ok_or_else(|| RestoreError::Verification {
+    let objects = match bank.read_verified(&manifest).await.map_err(bank_err)? {
+        Ok(objects) => objects,
+        Err(faults) => {
+            return Err(RestoreError::Verification {
                 id: id.to_string(),
-                faults: vec![ObjectFault {
-                    object: o.name.clone(),
-                    reason: "missing".into(),
-                }],
-            })?;
+                faults,
+            })
+        }
+    };
+    let mut c = Contents::default();
+    for (o, data) in manifest.objects.iter().zip(objects) {
         let de = |source| RestoreError::Decode {
             id: id.to_string(),
             object: o.name.clone(),
