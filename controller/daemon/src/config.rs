@@ -109,6 +109,10 @@ pub enum ConfigError {
     EtcdHalfIdentity,
     #[error("failed to configure auth: auth = \"keystone\" needs {0} (--{1} or WYVERN_{2})")]
     MissingKeystone(&'static str, &'static str, &'static str),
+    #[error("failed to configure P4Runtime: p4runtime needs p4info (--p4info or WYVERN_P4INFO)")]
+    MissingP4Info,
+    #[error("failed to configure P4Runtime: p4runtime needs ovsdb (--ovsdb), where the port bindings come from")]
+    P4NeedsOvsdb,
 }
 
 /// The wyvernd command line. Every key is optional here so that the config file and the
@@ -212,6 +216,31 @@ pub struct Args {
     /// Client key for etcd mutual TLS (with --etcd-cert-file).
     #[arg(long, env = "WYVERN_ETCD_KEY_FILE")]
     pub etcd_key_file: Option<PathBuf>,
+    /// P4Runtime target to program beside OpenFlow (`HOST:PORT`, e.g. 127.0.0.1:9559).
+    #[arg(long, env = "WYVERN_P4RUNTIME")]
+    pub p4runtime: Option<String>,
+    /// The P4Info (text format) of the program the target runs; needed with --p4runtime.
+    #[arg(long, env = "WYVERN_P4INFO")]
+    pub p4info: Option<PathBuf>,
+    /// Target-specific program sent with SetForwardingPipelineConfig (bmv2 JSON) [default: none].
+    #[arg(long, env = "WYVERN_P4_DEVICE_CONFIG")]
+    pub p4_device_config: Option<PathBuf>,
+    /// P4Runtime device id of the target [default: 1].
+    #[arg(long, env = "WYVERN_DEVICE_ID")]
+    pub device_id: Option<u64>,
+    /// P4Runtime election id (the highest controller is primary) [default: 1].
+    #[arg(long, env = "WYVERN_P4_ELECTION_ID")]
+    pub p4_election_id: Option<u64>,
+}
+
+/// The P4Runtime back end's settings (present when `p4runtime` is configured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct P4Settings {
+    pub addr: String,
+    pub p4info: PathBuf,
+    pub device_config: Option<PathBuf>,
+    pub device_id: u64,
+    pub election_id: u64,
 }
 
 /// Which store backs the topology.
@@ -307,6 +336,11 @@ pub struct FileConfig {
     pub etcd_ca_file: Option<PathBuf>,
     pub etcd_cert_file: Option<PathBuf>,
     pub etcd_key_file: Option<PathBuf>,
+    pub p4runtime: Option<String>,
+    pub p4info: Option<PathBuf>,
+    pub p4_device_config: Option<PathBuf>,
+    pub device_id: Option<u64>,
+    pub p4_election_id: Option<u64>,
 }
 
 impl FileConfig {
@@ -335,6 +369,8 @@ pub struct Config {
     /// `None`: API only, no switch.
     pub switch: Option<SwitchSettings>,
     pub store: StoreSettings,
+    /// `None`: no P4 target.
+    pub p4: Option<P4Settings>,
 }
 
 /// Resolved authentication: the token file travels with the mode that needs it.
@@ -425,7 +461,26 @@ impl Config {
                 }
             }
         };
+        let p4 = match args.p4runtime.or(file.p4runtime) {
+            Some(addr) => {
+                if args.ovsdb.is_none() && file.ovsdb.is_none() {
+                    return Err(ConfigError::P4NeedsOvsdb);
+                }
+                Some(P4Settings {
+                    addr,
+                    p4info: args
+                        .p4info
+                        .or(file.p4info)
+                        .ok_or(ConfigError::MissingP4Info)?,
+                    device_config: args.p4_device_config.or(file.p4_device_config),
+                    device_id: args.device_id.or(file.device_id).unwrap_or(1),
+                    election_id: args.p4_election_id.or(file.p4_election_id).unwrap_or(1),
+                })
+            }
+            None => None,
+        };
         Ok(Config {
+            p4,
             store,
             data_dir: args
                 .data_dir

@@ -63,6 +63,8 @@ pub enum ServeError {
     },
     #[error("failed to set up metrics: {0}")]
     Metrics(#[source] wyvern_metrics::MetricsError),
+    #[error("failed to set up the P4Runtime back end: {0}")]
+    P4(#[source] wyvern_local::p4::P4LoadError),
 }
 
 /// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), logs on stderr.
@@ -138,7 +140,8 @@ pub async fn run(
         source,
     })?;
     if let Some(sw) = &cfg.switch {
-        let local = start_local(sw, metered.clone(), svc.clone(), &metrics).await?;
+        let local =
+            start_local(sw, cfg.p4.as_ref(), metered.clone(), svc.clone(), &metrics).await?;
         if let Some(of) = local.openflow_addr() {
             println!("wyvernd openflow on {of}");
         }
@@ -229,6 +232,7 @@ async fn serve_metrics(listen: SocketAddr, metrics: &crate::metrics::DaemonMetri
 /// writes port status back through the northbound service.
 async fn start_local(
     sw: &SwitchSettings,
+    p4: Option<&crate::config::P4Settings>,
     store: Arc<dyn Store>,
     svc: Arc<NbService>,
     metrics: &crate::metrics::DaemonMetrics,
@@ -282,7 +286,23 @@ async fn start_local(
     apps_cfg.dhcp.default_dns = sw.dhcp_dns.clone();
     apps_cfg.dhcp.domain_name = sw.dhcp_domain.clone();
     apps_cfg.dhcp.overlay_overhead = sw.overlay_overhead;
-    let app_stats = apps::spawn_apps(local.clone(), pin_rx, apps_cfg);
+    // The P4 target (if any) gets the same compiled pipeline; its punts go to the same apps.
+    let p4 = match p4 {
+        Some(p) => {
+            let settings = wyvern_local::p4::P4Settings::load(
+                p.addr.clone(),
+                p.device_id,
+                u128::from(p.election_id),
+                &p.p4info,
+                p.device_config.as_deref(),
+            )
+            .map_err(ServeError::P4)?;
+            let (handle, punts) = wyvern_local::p4::spawn(local.clone(), settings);
+            Some((punts, handle.out))
+        }
+        None => None,
+    };
+    let app_stats = apps::spawn_apps_with_p4(local.clone(), pin_rx, p4, apps_cfg);
     metrics.set_local(local.clone(), app_stats);
     tokio::spawn(async move {
         while let Some(st) = status_rx.recv().await {
