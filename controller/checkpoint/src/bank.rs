@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -391,44 +391,85 @@ impl Bank {
     }
 
     /// Takes the lease on checkpoint `id` with put-if-absent; refused while another holder's
-    /// lease is live. An expired lease is removed and the create retried once.
+    /// lease is live. An expired lease is replaced with a conditional put on its ETag
+    /// (`If-Match`, S3), so of two services taking over the same expired lease only one wins;
+    /// where the store has no conditional update (the local filesystem) the expired lease is
+    /// deleted and the create retried once.
     pub async fn acquire_lease(&self, id: &str, lease: &Lease) -> Result<(), BankError> {
         let rel = Self::lease_path(id);
+        let path = self.path(&rel);
+        let body = serde_json::to_vec(lease).map_err(|source| BankError::Encode {
+            path: rel.clone(),
+            source,
+        })?;
+        let put_err = |source| BankError::Put {
+            path: rel.clone(),
+            source: Box::new(source),
+        };
         for _ in 0..2 {
-            let body = serde_json::to_vec(lease).map_err(|source| BankError::Encode {
-                path: rel.clone(),
-                source,
-            })?;
-            let opts = PutOptions {
+            let create = PutOptions {
                 mode: PutMode::Create,
                 ..Default::default()
             };
             match self
                 .store
-                .put_opts(&self.path(&rel), PutPayload::from(body), opts)
+                .put_opts(&path, PutPayload::from(body.clone()), create)
                 .await
             {
                 Ok(_) => return Ok(()),
                 Err(object_store::Error::AlreadyExists { .. })
-                | Err(object_store::Error::Precondition { .. }) => {
-                    let held: Option<Lease> = self.get_json(&rel).await?;
-                    match held {
-                        Some(h) if h.expires_at > now_secs() && h != *lease => {
-                            return Err(BankError::Leased {
-                                checkpoint: id.to_string(),
-                                owner: h.owner,
-                                expires_at: h.expires_at,
-                            })
-                        }
-                        _ => self.delete(&rel).await?,
-                    }
-                }
+                | Err(object_store::Error::Precondition { .. }) => {}
+                Err(source) => return Err(put_err(source)),
+            }
+            // Someone holds (or held) it: read it with its version.
+            let got = match self.store.get(&path).await {
+                Ok(g) => g,
+                Err(object_store::Error::NotFound { .. }) => continue,
                 Err(source) => {
-                    return Err(BankError::Put {
-                        path: rel,
+                    return Err(BankError::Get {
+                        path: rel.clone(),
                         source: Box::new(source),
-                    });
+                    })
                 }
+            };
+            let version = UpdateVersion {
+                e_tag: got.meta.e_tag.clone(),
+                version: got.meta.version.clone(),
+            };
+            let bytes = got.bytes().await.map_err(|source| BankError::Get {
+                path: rel.clone(),
+                source: Box::new(source),
+            })?;
+            let held: Lease =
+                serde_json::from_slice(&bytes).map_err(|source| BankError::Decode {
+                    path: rel.clone(),
+                    source,
+                })?;
+            if held == *lease {
+                return Ok(());
+            }
+            if held.expires_at > now_secs() {
+                return Err(BankError::Leased {
+                    checkpoint: id.to_string(),
+                    owner: held.owner,
+                    expires_at: held.expires_at,
+                });
+            }
+            let update = PutOptions {
+                mode: PutMode::Update(version),
+                ..Default::default()
+            };
+            match self
+                .store
+                .put_opts(&path, PutPayload::from(body.clone()), update)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Another service replaced it first: read who holds it now.
+                Err(object_store::Error::Precondition { .. })
+                | Err(object_store::Error::NotFound { .. }) => continue,
+                Err(object_store::Error::NotImplemented) => self.delete(&rel).await?,
+                Err(source) => return Err(put_err(source)),
             }
         }
         let held: Option<Lease> = self.get_json(&rel).await?;

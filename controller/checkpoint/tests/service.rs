@@ -140,6 +140,46 @@ async fn s3_bank_restore_into_second_wyvernd() {
     assert_eq!(v["checkpoints"].as_array().unwrap().len(), 0);
 }
 
+/// The bank lease on a real S3 server: the conditional create (`If-None-Match: *`) refuses
+/// a second writer while the first one's lease is live, and an expired lease is taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_lease_refuses_a_second_writer() {
+    use wyvern_checkpoint::bank::{lease_for, Bank, BankConfig, BankError};
+    let moto = Moto::start().await.unwrap();
+    moto.bucket("wyvern-lease").await.unwrap();
+    let bank = Bank::open(&BankConfig::S3 {
+        bucket: "wyvern-lease".into(),
+        endpoint: Some(moto.endpoint.clone()),
+        region: "us-east-1".into(),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        allow_http: true,
+        prefix: String::new(),
+    })
+    .unwrap();
+    bank.acquire_lease("c1", &lease_for("svc-a", "run1"))
+        .await
+        .unwrap();
+    let e = bank
+        .acquire_lease("c1", &lease_for("svc-b", "run1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, BankError::Leased { ref owner, .. } if owner == "svc-a"),
+        "{e}"
+    );
+    assert_eq!(bank.read_lease("c1").await.unwrap().unwrap().owner, "svc-a");
+
+    // An expired lease is replaced.
+    let mut old = lease_for("svc-a", "run2");
+    old.expires_at = 1;
+    bank.acquire_lease("c2", &old).await.unwrap();
+    bank.acquire_lease("c2", &lease_for("svc-b", "run1"))
+        .await
+        .unwrap();
+    assert_eq!(bank.read_lease("c2").await.unwrap().unwrap().owner, "svc-b");
+}
+
 /// A truncated and a corrupted object: verification fails naming the object, restore refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_or_truncated_object_is_refused() {
