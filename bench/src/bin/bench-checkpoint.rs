@@ -44,6 +44,12 @@ struct Args {
     /// Skip the S3 bank.
     #[arg(long)]
     no_s3: bool,
+    /// Ports per bulk create on restore [default: the service's].
+    #[arg(long)]
+    bulk: Option<usize>,
+    /// Bulk creates in flight on restore [default: the service's].
+    #[arg(long)]
+    bulk_in_flight: Option<usize>,
 }
 
 fn exe_dir() -> anyhow::Result<PathBuf> {
@@ -240,7 +246,13 @@ async fn main() -> anyhow::Result<()> {
                 token: None,
             });
             let t = Instant::now();
-            let rep = restore(&contents, &dc, &RestoreOptions::default()).await?;
+            let dflt = RestoreOptions::default();
+            let opts = RestoreOptions {
+                bulk: args.bulk.unwrap_or(dflt.bulk),
+                bulk_in_flight: args.bulk_in_flight.unwrap_or(dflt.bulk_in_flight),
+                ..dflt
+            };
+            let rep = restore(&contents, &dc, &opts).await?;
             restore_s.push(t.elapsed().as_secs_f64());
             if !rep.succeeded() {
                 bail!(

@@ -161,6 +161,8 @@ impl RestoreReport {
 pub struct RestoreOptions {
     /// Ports per bulk create request.
     pub bulk: usize,
+    /// Bulk create requests in flight.
+    pub bulk_in_flight: usize,
     /// Concurrent requests when creating one by one.
     pub concurrency: usize,
 }
@@ -169,6 +171,7 @@ impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
             bulk: 500,
+            bulk_in_flight: 4,
             concurrency: 32,
         }
     }
@@ -536,7 +539,7 @@ async fn create_ports(
             let r = t.c.create_bulk("ports", items).await;
             (chunk, r)
         })
-        .buffer_unordered(4)
+        .buffer_unordered(opts.bulk_in_flight.max(1))
         .collect()
         .await;
     let mut singles = Vec::new();
