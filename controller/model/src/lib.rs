@@ -17,11 +17,11 @@ mod types;
 pub use context::RequestContext;
 pub use error::ModelError;
 pub use ops::{default_pools, InterfaceInfo};
-pub use tags::{normalize_tags, MAX_TAGS, MAX_TAG_LEN};
 pub use request::{
     AddressPairRequest, FixedIpRequest, GatewayRequest, InterfaceRequest, NetworkCreate,
     NetworkUpdate, PortCreate, PortUpdate, RouterCreate, RouterUpdate, SubnetCreate, SubnetUpdate,
 };
+pub use tags::{normalize_tags, MAX_TAGS, MAX_TAG_LEN};
 pub use topology::{
     key, parse_key, ApplyError, Change, ChangeOp, Kind, ModelConfig, NetworkView, Object, Topology,
     KEY_PREFIX,
