@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release -p wyvern-p4d --bins --examples
-//! target/release/examples/bench 5000 100,1000,5000
+//! target/release/examples/write_rate 5000 100,1000,5000
 //! ```
 //! The wyvern-p4d binary is taken from the same profile directory as this example.
 
