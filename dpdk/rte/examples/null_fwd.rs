@@ -105,7 +105,7 @@ fn run(args: &Args, prefix: &str) -> Result<serde_json::Value> {
             }
         }
         iter = iter.wrapping_add(1);
-        if iter % 4096 == 0 && start.elapsed() >= duration {
+        if iter.is_multiple_of(4096) && start.elapsed() >= duration {
             break;
         }
     }
