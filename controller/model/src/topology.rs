@@ -356,6 +356,11 @@ pub struct Topology {
     pub(crate) allocs: HashMap<Uuid, SubnetAlloc>,
     pub(crate) macs: HashMap<(Uuid, MacAddr), Uuid>,
     pub(crate) router_ports: HashMap<Uuid, BTreeSet<Uuid>>,
+    /// Router-interface ports (`network:router_interface`) by network and by subnet of
+    /// their fixed IPs, so that packet-in handlers and the compiler find a subnet's gateway
+    /// port without scanning every port of the network.
+    pub(crate) net_router_ifaces: HashMap<Uuid, BTreeSet<Uuid>>,
+    pub(crate) subnet_router_ifaces: HashMap<Uuid, BTreeSet<Uuid>>,
     /// `Some` once [`Topology::enable_json_cache`] was called: invariant, it then holds the
     /// JSON of exactly the current objects.
     pub(crate) json: Option<JsonCache>,
@@ -499,6 +504,26 @@ impl Topology {
     pub fn router_interfaces(&self, router_id: &Uuid) -> impl Iterator<Item = &Arc<Port>> {
         self.router_ports
             .get(router_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
+    }
+
+    /// The router-interface ports (`network:router_interface`, whatever their `device_id`)
+    /// on a network, in id order.
+    pub fn network_router_interfaces(&self, network_id: &Uuid) -> impl Iterator<Item = &Arc<Port>> {
+        self.net_router_ifaces
+            .get(network_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.ports.get(id))
+    }
+
+    /// The router-interface ports with a fixed IP on a subnet (its gateway port, normally
+    /// one), in id order.
+    pub fn subnet_router_interfaces(&self, subnet_id: &Uuid) -> impl Iterator<Item = &Arc<Port>> {
+        self.subnet_router_ifaces
+            .get(subnet_id)
             .into_iter()
             .flatten()
             .filter_map(|id| self.ports.get(id))
@@ -678,6 +703,18 @@ impl Topology {
         if let Some(r) = Self::router_of(p) {
             self.router_ports.entry(r).or_default().insert(p.id);
         }
+        if p.is_router_interface() {
+            self.net_router_ifaces
+                .entry(p.network_id)
+                .or_default()
+                .insert(p.id);
+            for f in &p.fixed_ips {
+                self.subnet_router_ifaces
+                    .entry(f.subnet_id)
+                    .or_default()
+                    .insert(p.id);
+            }
+        }
     }
 
     fn unindex_port(&mut self, p: &Port) {
@@ -709,12 +746,82 @@ impl Topology {
                 }
             }
         }
+        if p.is_router_interface() {
+            unindex(&mut self.net_router_ifaces, p.network_id, p.id);
+            for f in &p.fixed_ips {
+                unindex(&mut self.subnet_router_ifaces, f.subnet_id, p.id);
+            }
+        }
+    }
+}
+
+/// Removes `id` from `index[key]`, and the entry once it is empty.
+fn unindex(index: &mut HashMap<Uuid, BTreeSet<Uuid>>, key: Uuid, id: Uuid) {
+    if let Some(set) = index.get_mut(&key) {
+        set.remove(&id);
+        if set.is_empty() {
+            index.remove(&key);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The router-interface index follows add, move and removal of interfaces.
+    #[test]
+    fn router_interface_index_by_network_and_subnet() {
+        use crate::{
+            InterfaceRequest, NetworkCreate, PortCreate, RequestContext, RouterCreate,
+            SubnetCreate, Timestamp,
+        };
+        use serde_json::json;
+        let admin = RequestContext::admin("p1", Timestamp(1_700_000_000));
+        let mut t = Topology::new(ModelConfig::default());
+        macro_rules! run {
+            ($r:expr) => {{
+                let (c, x) = $r.unwrap();
+                t.apply(&c);
+                x
+            }};
+        }
+        let n = run!(t.create_network(
+            &admin,
+            NetworkCreate::from_json(&json!({"name": "n"}), &admin).unwrap()
+        ));
+        let sub = |cidr: &str| json!({"network_id": n.id, "cidr": cidr, "ip_version": 4});
+        let s1 = run!(t.create_subnet(
+            &admin,
+            SubnetCreate::from_json(&sub("10.0.1.0/24"), &admin).unwrap()
+        ));
+        let s2 = run!(t.create_subnet(
+            &admin,
+            SubnetCreate::from_json(&sub("10.0.2.0/24"), &admin).unwrap()
+        ));
+        let vm = json!({"network_id": n.id, "fixed_ips": [{"subnet_id": s1.id}]});
+        run!(t.create_port(&admin, PortCreate::from_json(&vm, &admin).unwrap()));
+        let r = run!(t.create_router(
+            &admin,
+            RouterCreate::from_json(&json!({"name": "r"}), &admin).unwrap()
+        ));
+        assert_eq!(t.network_router_interfaces(&n.id).count(), 0);
+        let by_subnet = |t: &Topology, s: &Uuid| {
+            t.subnet_router_interfaces(s)
+                .flat_map(|p| p.fixed_ips.iter().map(|f| f.ip_address))
+                .collect::<Vec<_>>()
+        };
+        let add = InterfaceRequest::from_json(&json!({"subnet_id": s1.id})).unwrap();
+        run!(t.add_router_interface(&admin, &r.id.to_string(), add));
+        assert_eq!(by_subnet(&t, &s1.id), [Ipv4Addr::new(10, 0, 1, 1)]);
+        assert!(by_subnet(&t, &s2.id).is_empty());
+        assert_eq!(t.network_router_interfaces(&n.id).count(), 1);
+        let remove = InterfaceRequest::from_json(&json!({"subnet_id": s1.id})).unwrap();
+        run!(t.remove_router_interface(&admin, &r.id.to_string(), remove));
+        assert!(by_subnet(&t, &s1.id).is_empty());
+        assert_eq!(t.network_router_interfaces(&n.id).count(), 0);
+        assert!(t.net_router_ifaces.is_empty() && t.subnet_router_ifaces.is_empty());
+    }
 
     #[test]
     fn keys_round_trip() {
