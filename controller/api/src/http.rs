@@ -171,6 +171,10 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     // Tags work on subnets, ports and routers too, but `standard-attr-tag`/`tag-ext` also
     // promise subnet pools, which wyvern does not have: only the network one is listed.
     ("tag", "Tag support", "Enables to set tag on resources."),
+    ("external-net", "Neutron external network", "Adds external network attribute to network resource."),
+    // wyvernd runs no Neutron agents (DHCP and routing are inside the controller): the list
+    // exists and is empty.
+    ("agent", "agent", "The agent management extension."),
 ];
 
 fn extension_json(e: &(&str, &str, &str)) -> Value {
@@ -233,6 +237,12 @@ async fn route(
                 format!("Extension with alias {alias} does not exist"),
             )),
         },
+        (["agents"], Method::GET) => ok_json(StatusCode::OK, &json!({ "agents": [] })),
+        (["agents", id], Method::GET | Method::PUT | Method::DELETE) => Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "AgentNotFound",
+            format!("Agent {id} could not be found."),
+        )),
         ([coll], m) => {
             let kind: Kind = coll.parse().map_err(|_| HttpError::not_found())?;
             match m {

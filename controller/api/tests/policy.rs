@@ -320,3 +320,117 @@ async fn tag_api_lifecycle_and_filters() {
     assert!(aliases.contains(&"tag"));
     assert!(!aliases.contains(&"standard-attr-tag"));
 }
+
+/// `external-net`: only an admin sets `router:external` (403 for members); every project
+/// sees external networks (and can filter on the attribute) but not their subnets, and may
+/// not put ports on them. `agent`: the list is empty for everyone (no Neutron agents).
+#[tokio::test]
+async fn external_networks_and_the_empty_agent_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::new(auth(&dir)).await;
+    assert_error(
+        api.req(
+            "POST",
+            "/v2.0/networks",
+            Some("ma"),
+            Some(json!({"network": {"router:external": true}})),
+        )
+        .await,
+        403,
+        "PolicyNotAuthorized",
+    );
+    let ext = create(
+        &api,
+        "adm",
+        "network",
+        json!({"name": "public", "router:external": true}),
+    )
+    .await;
+    assert_eq!(ext["router:external"], true);
+    create(
+        &api,
+        "adm",
+        "subnet",
+        json!({"network_id": id(&ext), "cidr": "192.0.2.0/24"}),
+    )
+    .await;
+    let own = create(&api, "ma", "network", json!({"name": "own"})).await;
+    assert_eq!(own["router:external"], false);
+    let (_, v) = api
+        .req(
+            "GET",
+            "/v2.0/networks?router:external=True",
+            Some("ma"),
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = v["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![id(&ext).as_str()]);
+    let (st, v) = api
+        .req(
+            "GET",
+            &format!("/v2.0/networks/{}", id(&ext)),
+            Some("mb"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["network"]["router:external"], true);
+    let (_, v) = api.req("GET", "/v2.0/subnets", Some("mb"), None).await;
+    assert_eq!(v["subnets"], json!([]));
+    assert_error(
+        api.req(
+            "POST",
+            "/v2.0/ports",
+            Some("mb"),
+            Some(json!({"port": {"network_id": id(&ext)}})),
+        )
+        .await,
+        403,
+        "PolicyNotAuthorized",
+    );
+    // A router gateway: unknown network 404, not external 400, external still 400 (no
+    // gateways yet).
+    let r = create(&api, "ma", "router", json!({"name": "r"})).await;
+    let gw = |net: String| json!({"router": {"external_gateway_info": {"network_id": net}}});
+    let path = format!("/v2.0/routers/{}", id(&r));
+    assert_error(
+        api.req("PUT", &path, Some("ma"), Some(gw(uuid_zero())))
+            .await,
+        404,
+        "NetworkNotFound",
+    );
+    assert_error(
+        api.req("PUT", &path, Some("ma"), Some(gw(id(&own)))).await,
+        400,
+        "BadRequest",
+    );
+    assert_error(
+        api.req("PUT", &path, Some("ma"), Some(gw(id(&ext)))).await,
+        400,
+        "InvalidInput",
+    );
+    for tok in ["ma", "ra", "adm"] {
+        let (st, v) = api.req("GET", "/v2.0/agents", Some(tok), None).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(v["agents"], json!([]));
+    }
+    let (_, v) = api.req("GET", "/v2.0/extensions", Some("ma"), None).await;
+    let aliases: Vec<&str> = v["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["alias"].as_str().unwrap())
+        .collect();
+    assert!(aliases.contains(&"external-net") && aliases.contains(&"agent"));
+    assert!(!aliases.contains(&"ext-gw-mode"));
+}
+
+fn uuid_zero() -> String {
+    "00000000-0000-0000-0000-000000000000".into()
+}

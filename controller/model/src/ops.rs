@@ -4,7 +4,9 @@
 //!
 //! Visibility: objects of another project are reported as not found (404) to non-admins,
 //! exactly as Neutron does; shared networks (and their subnets) are visible to everyone but
-//! only their owner or an admin may change them (403).
+//! only their owner or an admin may change them (403). External networks (`router:external`)
+//! are visible to everyone too, but their subnets are not (Neutron without
+//! `subnet-external-network`) and only their owner or an admin may put ports on them.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -146,7 +148,7 @@ fn validate_gateway(cidr: Ipv4Net, gw: Ipv4Addr) -> Result<(), ModelError> {
 impl Topology {
     // ---- visibility ----
 
-    /// A network the caller may see (own, shared, or admin); 404 otherwise.
+    /// A network the caller may see (own, shared, external, or admin); 404 otherwise.
     pub fn visible_network(
         &self,
         ctx: &RequestContext,
@@ -154,7 +156,7 @@ impl Topology {
     ) -> Result<&Arc<Network>, ModelError> {
         parse_id(id)
             .and_then(|u| self.networks.get(&u))
-            .filter(|n| n.shared || ctx.owns(&n.project_id))
+            .filter(|n| n.shared || n.router_external || ctx.owns(&n.project_id))
             .ok_or_else(|| ModelError::NetworkNotFound(id.to_string()))
     }
 
@@ -197,7 +199,7 @@ impl Topology {
     ) -> impl Iterator<Item = &'a Arc<Network>> + 'a {
         self.networks
             .values()
-            .filter(move |n| n.shared || ctx.owns(&n.project_id))
+            .filter(move |n| n.shared || n.router_external || ctx.owns(&n.project_id))
     }
 
     pub fn visible_subnets<'a>(
@@ -266,6 +268,11 @@ impl Topology {
                 "create_network:shared".into(),
             ));
         }
+        if req.router_external && !ctx.is_admin {
+            return Err(ModelError::PolicyNotAuthorized(
+                "create_network:router:external".into(),
+            ));
+        }
         let mtu = self.check_mtu(req.mtu)?.unwrap_or(self.cfg.max_mtu);
         let id = fresh_id(req.id, "network", |id| self.networks.contains_key(&id))?;
         let n = Arc::new(Network {
@@ -278,7 +285,7 @@ impl Topology {
             shared: req.shared,
             mtu,
             port_security_enabled: req.port_security_enabled,
-            router_external: False,
+            router_external: req.router_external,
             availability_zone_hints: EmptyList,
             availability_zones: EmptyList,
             ipv4_address_scope: Null,
@@ -320,6 +327,15 @@ impl Topology {
                 "update_network:shared".into(),
             ));
         }
+        if req
+            .router_external
+            .is_some_and(|e| e != old.router_external)
+            && !ctx.is_admin
+        {
+            return Err(ModelError::PolicyNotAuthorized(
+                "update_network:router:external".into(),
+            ));
+        }
         if req.shared == Some(false) && old.shared {
             let foreign = self
                 .network_ports(&old.id)
@@ -343,6 +359,9 @@ impl Topology {
         }
         if let Some(v) = req.shared {
             n.shared = v;
+        }
+        if let Some(v) = req.router_external {
+            n.router_external = v;
         }
         if let Some(v) = self.check_mtu(req.mtu)? {
             n.mtu = v;
@@ -725,6 +744,11 @@ impl Topology {
     ) -> Result<(Change, Arc<Port>), ModelError> {
         let net = self.visible_network(ctx, &req.network_id.to_string())?;
         ctx.check_write("create_port")?;
+        // Visible is not usable: an external network that is not shared takes ports only from
+        // its owner (Neutron's network ownership check: 403).
+        if !net.shared && !ctx.owns(&net.project_id) {
+            return Err(ModelError::PolicyNotAuthorized("create_port".into()));
+        }
         let mac = match req.mac_address {
             Some(m) => {
                 self.check_mac(net.id, m, None)?;
@@ -794,14 +818,17 @@ impl Topology {
             });
         }
         if let Some(f) = req.fixed_ips {
-            if old.is_router_interface() {
+            let ips = self.resolve_fixed_ips(p.network_id, Some(&f), Some(old), &p.device_owner)?;
+            // A request that keeps a router interface's addresses (a subnet-only entry keeps
+            // the address the port has there) is a no-op and accepted, as in Neutron; moving
+            // the router's address is not supported yet.
+            if old.is_router_interface() && ips != old.fixed_ips {
                 return Err(ModelError::BadRequest {
                     resource: "port",
                     msg: "the fixed IPs of a router interface cannot be changed; remove and re-add the interface".into(),
                 });
             }
-            p.fixed_ips =
-                self.resolve_fixed_ips(p.network_id, Some(&f), Some(old), &p.device_owner)?;
+            p.fixed_ips = ips;
         }
         if let Some(v) = req.name {
             p.name = v;
@@ -854,6 +881,7 @@ impl Topology {
         req: RouterCreate,
     ) -> Result<(Change, Arc<Router>), ModelError> {
         ctx.check_write("create_router")?;
+        self.check_external_gateway(ctx, req.external_gateway)?;
         let id = fresh_id(req.id, "router", |id| self.routers.contains_key(&id))?;
         let r = Arc::new(Router {
             id,
@@ -873,6 +901,29 @@ impl Topology {
         let mut c = Change::default();
         c.put(None, Object::Router(r.clone()));
         Ok((c, r))
+    }
+
+    /// A requested router gateway, checked in Neutron's order: the network must exist and be
+    /// visible (404), and be external (400); then it is refused because wyvern does not
+    /// attach routers to external networks yet (400, and `external-gw-mode` is not listed).
+    fn check_external_gateway(
+        &self,
+        ctx: &RequestContext,
+        network: Option<Uuid>,
+    ) -> Result<(), ModelError> {
+        let Some(id) = network else {
+            return Ok(());
+        };
+        let net = self.visible_network(ctx, &id.to_string())?;
+        if !net.router_external {
+            return Err(ModelError::BadRequest {
+                resource: "router",
+                msg: format!("Network {id} is not an external network"),
+            });
+        }
+        Err(ModelError::InvalidInput(
+            "external gateways are not supported by wyvern yet".into(),
+        ))
     }
 
     /// Static routes: each nexthop must be on a subnet the router is attached to, and not
@@ -926,6 +977,7 @@ impl Topology {
     ) -> Result<(Change, Arc<Router>), ModelError> {
         let old = self.visible_router(ctx, id)?;
         ctx.check_write("update_router")?;
+        self.check_external_gateway(ctx, req.external_gateway)?;
         let mut r = (**old).clone();
         if let Some(routes) = req.routes {
             self.validate_routes(r.id, &routes)?;

@@ -337,6 +337,8 @@ pub struct NetworkCreate {
     pub shared: bool,
     pub mtu: Option<u32>,
     pub port_security_enabled: bool,
+    /// `router:external` (admin only: the operation checks who asks).
+    pub router_external: bool,
 }
 
 const NETWORK_READ_ONLY: &[&str] = &[
@@ -360,15 +362,6 @@ fn mtu(a: &mut Attrs) -> Result<Option<u32>, ModelError> {
     }
 }
 
-fn router_external(a: &mut Attrs) -> Result<(), ModelError> {
-    match a.raw("router:external").map(parse_bool) {
-        None | Some(Some(false)) => Ok(()),
-        Some(_) => Err(ModelError::InvalidInput(
-            "external networks are not supported by wyvern yet".into(),
-        )),
-    }
-}
-
 impl NetworkCreate {
     pub fn from_json(v: &Value, ctx: &RequestContext) -> Result<Self, ModelError> {
         let mut a = Attrs::new(v, "network", "POST")?;
@@ -381,8 +374,8 @@ impl NetworkCreate {
             shared: a.boolean("shared")?.unwrap_or(false),
             mtu: mtu(&mut a)?,
             port_security_enabled: a.boolean("port_security_enabled")?.unwrap_or(true),
+            router_external: a.boolean("router:external")?.unwrap_or(false),
         };
-        router_external(&mut a)?;
         a.finish(NETWORK_READ_ONLY)?;
         Ok(r)
     }
@@ -397,6 +390,7 @@ pub struct NetworkUpdate {
     pub shared: Option<bool>,
     pub mtu: Option<u32>,
     pub port_security_enabled: Option<bool>,
+    pub router_external: Option<bool>,
 }
 
 impl NetworkUpdate {
@@ -409,8 +403,8 @@ impl NetworkUpdate {
             shared: a.boolean("shared")?,
             mtu: mtu(&mut a)?,
             port_security_enabled: a.boolean("port_security_enabled")?,
+            router_external: a.boolean("router:external")?,
         };
-        router_external(&mut a)?;
         let mut ro = NETWORK_READ_ONLY.to_vec();
         ro.extend(["tenant_id", "project_id"]);
         a.finish(&ro)?;
@@ -789,6 +783,8 @@ pub struct RouterCreate {
     pub name: String,
     pub description: String,
     pub admin_state_up: bool,
+    /// The network of `external_gateway_info`, if one was asked for.
+    pub external_gateway: Option<Uuid>,
 }
 
 const ROUTER_READ_ONLY: &[&str] = &[
@@ -800,13 +796,29 @@ const ROUTER_READ_ONLY: &[&str] = &[
     "tags",
 ];
 
-fn no_external_gateway(a: &mut Attrs) -> Result<(), ModelError> {
-    match a.raw("external_gateway_info") {
-        None | Some(Value::Null) => Ok(()),
-        Some(v) if v.as_object().is_some_and(|m| m.is_empty()) => Ok(()),
-        Some(_) => Err(ModelError::InvalidInput(
-            "external gateways are not supported by wyvern yet".into(),
-        )),
+/// `external_gateway_info`: `None` when absent, null or `{}` (no gateway), else the external
+/// network asked for. The operation looks that network up first (404 before 400, as
+/// Neutron), then refuses the gateway itself: wyvern does not attach routers to external
+/// networks yet.
+fn external_gateway(a: &mut Attrs) -> Result<Option<Uuid>, ModelError> {
+    let attr = "external_gateway_info";
+    match a.raw(attr) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let m = object(attr, v)?;
+            if m.is_empty() {
+                return Ok(None);
+            }
+            only_keys(
+                attr,
+                m,
+                &["network_id", "enable_snat", "external_fixed_ips"],
+            )?;
+            let net = m
+                .get("network_id")
+                .ok_or_else(|| ModelError::invalid(attr, "a network_id is required"))?;
+            parse_uuid(attr, net).map(Some)
+        }
     }
 }
 
@@ -819,8 +831,8 @@ impl RouterCreate {
             name: a.text("name")?.unwrap_or_default(),
             description: a.text("description")?.unwrap_or_default(),
             admin_state_up: a.boolean("admin_state_up")?.unwrap_or(true),
+            external_gateway: external_gateway(&mut a)?,
         };
-        no_external_gateway(&mut a)?;
         let mut ro = ROUTER_READ_ONLY.to_vec();
         ro.push("routes");
         a.finish(&ro)?;
@@ -835,6 +847,8 @@ pub struct RouterUpdate {
     pub description: Option<String>,
     pub admin_state_up: Option<bool>,
     pub routes: Option<Vec<HostRoute>>,
+    /// The network of `external_gateway_info`, if one was asked for.
+    pub external_gateway: Option<Uuid>,
 }
 
 impl RouterUpdate {
@@ -855,8 +869,8 @@ impl RouterUpdate {
                     ))
                 }
             },
+            external_gateway: external_gateway(&mut a)?,
         };
-        no_external_gateway(&mut a)?;
         let mut ro = ROUTER_READ_ONLY.to_vec();
         ro.extend(["tenant_id", "project_id"]);
         a.finish(&ro)?;

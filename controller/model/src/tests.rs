@@ -951,8 +951,8 @@ fn network_json_shape_and_validation() {
         ("HTTPBadRequest", 400)
     );
     assert_eq!(
-        ty(t.net_as(&a, json!({"router:external": true}))),
-        ("InvalidInput", 400)
+        ty(t.net_as(&a, json!({"router:external": "maybe"}))),
+        ("HTTPBadRequest", 400)
     );
     assert_eq!(
         ty(t.net_as(&a, json!({"status": "DOWN"}))),
@@ -1092,5 +1092,151 @@ fn admin_may_choose_ids_on_create_members_may_not() {
     assert_eq!(
         ty(t.net_as(&member, json!({"id": uuid::Uuid::new_v4()}))),
         ("HTTPBadRequest", 400)
+    );
+}
+
+/// `router:external` as Neutron's `external-net`: admin-only (403 for members, on create and
+/// update), the network visible to every project (its subnets not), ports only for its owner.
+#[test]
+fn external_networks_are_admin_only_and_visible_to_all() {
+    let mut t = T::new();
+    let admin = t.admin.clone();
+    let b = RequestContext::member("pb", NOW);
+    assert_eq!(
+        ty(t.net_as(&b, json!({"router:external": true}))),
+        ("PolicyNotAuthorized", 403)
+    );
+    let own = t.net_as(&b, json!({"router:external": false})).unwrap();
+    assert!(!own.router_external);
+    let upd = NetworkUpdate::from_json(&json!({"router:external": true})).unwrap();
+    assert_eq!(
+        ty(t.topo.update_network(&b, &own.id.to_string(), upd)),
+        ("PolicyNotAuthorized", 403)
+    );
+    let ext = t
+        .net_as(&admin, json!({"router:external": true, "project_id": "pc"}))
+        .unwrap();
+    assert!(ext.router_external);
+    let v = serde_json::to_value(t.topo.network_view(&ext)).unwrap();
+    assert_eq!(v["router:external"], true);
+    let s = t
+        .subnet(json!({"network_id": ext.id, "cidr": "192.0.2.0/24"}))
+        .unwrap();
+    // Visible to everyone, read-only, subnets hidden, no ports for other projects.
+    assert!(t.topo.visible_network(&b, &ext.id.to_string()).is_ok());
+    assert_eq!(t.topo.visible_networks(&b).count(), 2);
+    assert_eq!(
+        ty(t.topo.visible_subnet(&b, &s.id.to_string())),
+        ("SubnetNotFound", 404)
+    );
+    assert_eq!(
+        ty(t.port_as(&b, json!({"network_id": ext.id}))),
+        ("PolicyNotAuthorized", 403)
+    );
+    assert_eq!(
+        ty(t.topo.delete_network(&b, &ext.id.to_string())),
+        ("PolicyNotAuthorized", 403)
+    );
+    // An admin turns it off and on again.
+    let upd = NetworkUpdate::from_json(&json!({"router:external": false})).unwrap();
+    let r = t.topo.update_network(&admin, &ext.id.to_string(), upd);
+    let off = t.run(r).unwrap();
+    assert!(!off.router_external);
+    assert_eq!(t.topo.visible_networks(&b).count(), 1);
+}
+
+/// A router gateway: the network is looked up first (404), must be external (400), and is
+/// then refused because wyvern has no router gateways yet (400).
+#[test]
+fn router_gateway_checks_the_network_first() {
+    let mut t = T::new();
+    let admin = t.admin.clone();
+    let r = t.router();
+    let gw = |net: String| {
+        RouterUpdate::from_json(&json!({"external_gateway_info": {"network_id": net}})).unwrap()
+    };
+    let missing = uuid::Uuid::now_v7().to_string();
+    assert_eq!(
+        ty(t.topo.update_router(&admin, &r.id.to_string(), gw(missing))),
+        ("NetworkNotFound", 404)
+    );
+    let plain = t.net();
+    assert_eq!(
+        ty(t.topo
+            .update_router(&admin, &r.id.to_string(), gw(plain.id.to_string()))),
+        ("BadRequest", 400)
+    );
+    let ext = t.net_as(&admin, json!({"router:external": true})).unwrap();
+    assert_eq!(
+        ty(t.topo
+            .update_router(&admin, &r.id.to_string(), gw(ext.id.to_string()))),
+        ("InvalidInput", 400)
+    );
+    let req = RouterCreate::from_json(
+        &json!({"external_gateway_info": {"network_id": ext.id, "enable_snat": true}}),
+        &admin,
+    )
+    .unwrap();
+    assert_eq!(ty(t.topo.create_router(&admin, req)), ("InvalidInput", 400));
+    // No gateway (null or {}) is fine.
+    for none in [json!(null), json!({})] {
+        let req = RouterUpdate::from_json(&json!({ "external_gateway_info": none })).unwrap();
+        t.topo
+            .update_router(&admin, &r.id.to_string(), req)
+            .unwrap();
+    }
+    assert_eq!(
+        ty(RouterUpdate::from_json(
+            &json!({"external_gateway_info": {"enable_snat": true}})
+        )),
+        ("HTTPBadRequest", 400)
+    );
+}
+
+/// Updating a router interface port with fixed IPs that keep its address (a subnet-only
+/// entry) is accepted; moving the address is refused.
+#[test]
+fn router_interface_fixed_ips_may_be_restated_not_moved() {
+    let mut t = T::new();
+    let (_, s) = t.net_with_subnet("10.0.5.0/24");
+    let r = t.router();
+    let info = t.add_if(r.id, json!({"subnet_id": s.id})).unwrap();
+    let p = t
+        .update_port(info.port_id, json!({"fixed_ips": [{"subnet_id": s.id}]}))
+        .unwrap();
+    assert_eq!(
+        p.fixed_ips,
+        vec![FixedIp {
+            subnet_id: s.id,
+            ip_address: ip("10.0.5.1")
+        }]
+    );
+    assert_eq!(
+        ty(t.update_port(
+            info.port_id,
+            json!({"fixed_ips": [{"subnet_id": s.id, "ip_address": "10.0.5.7"}]})
+        )),
+        ("BadRequest", 400)
+    );
+}
+
+/// Neutron answers a member naming another project 400 (neutron-lib's `_validate_privileges`
+/// raises HTTPBadRequest before any policy runs), while admin-only attributes are 403.
+#[test]
+fn member_naming_another_project_is_400_admin_only_attributes_403() {
+    let mut t = T::new();
+    let b = RequestContext::member("pb", NOW);
+    for body in [json!({"tenant_id": "pa"}), json!({"project_id": "pa"})] {
+        assert_eq!(ty(t.net_as(&b, body)), ("HTTPBadRequest", 400));
+    }
+    for body in [json!({"shared": true}), json!({"router:external": true})] {
+        assert_eq!(ty(t.net_as(&b, body)), ("PolicyNotAuthorized", 403));
+    }
+    // Naming one's own project is fine.
+    assert_eq!(
+        t.net_as(&b, json!({"project_id": "pb"}))
+            .unwrap()
+            .project_id,
+        "pb"
     );
 }

@@ -297,8 +297,10 @@ pub struct Network {
     pub shared: bool,
     pub mtu: u32,
     pub port_security_enabled: bool,
+    /// Neutron's `external-net` extension: an admin-only flag that makes the network visible
+    /// (read-only) to every project. wyvern attaches no router gateways to it yet.
     #[serde(rename = "router:external", default)]
-    pub router_external: False,
+    pub router_external: bool,
     #[serde(default)]
     pub availability_zone_hints: EmptyList,
     #[serde(default)]
