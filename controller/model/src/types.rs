@@ -281,7 +281,6 @@ constant_attr!(EmptyList, []);
 constant_attr!(EmptyObject, {});
 constant_attr!(Null, null);
 constant_attr!(True, true);
-constant_attr!(False, false);
 constant_attr!(VnicNormal, "normal");
 constant_attr!(Ipv4Version, 4);
 
