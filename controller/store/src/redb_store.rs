@@ -12,7 +12,13 @@
 //! - `kv`: key -> `create_revision | mod_revision | version | value` (u64 little-endian each);
 //! - `meta`: `"revision"` (current) and `"compacted"` (highest revision dropped from history);
 //! - `history`: revision -> the events of that revision, for watches that resume from the past
-//!   (also after a restart). Only the last `history_retention` revisions are kept.
+//!   (also after a restart). Only the last `history_retention` revisions are kept. A put event
+//!   does not repeat its value (it was half of every write's bytes): the value is the `kv`
+//!   entry's while that entry's `mod_revision` is the event's revision;
+//! - `superseded`: `(revision, key)` -> a value a later write replaced or deleted while its
+//!   revision was still in history, moved here by that write (in the same transaction), and
+//!   dropped with that revision's history. Creates, the common write, thus store their value
+//!   once; an update stores the old value once more, as before.
 //!
 //! Watches: the committer publishes each committed batch on a bounded broadcast channel after
 //! the commit returns; a watcher subscribes first, then catches up from `history`, then follows
@@ -39,6 +45,7 @@ use crate::{
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+const SUPERSEDED: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("superseded");
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
 
@@ -101,6 +108,10 @@ pub enum DecodeError {
     UnknownKind(u8),
     #[error("failed to decode event key: not UTF-8")]
     KeyNotUtf8(#[source] std::str::Utf8Error),
+    #[error(
+        "failed to find the value of {key} at revision {revision} (neither current nor superseded)"
+    )]
+    MissingValue { key: String, revision: u64 },
 }
 
 /// The embedded, durable [`Store`]. Open it with [`RedbStore::open`]; dropping the last `Arc`
@@ -233,6 +244,7 @@ fn init_tables(db: &Database) -> Result<(u64, u64), redb::Error> {
     let (revision, compacted) = {
         w.open_table(KV)?;
         w.open_table(HISTORY)?;
+        w.open_table(SUPERSEDED)?;
         let meta = w.open_table(META)?;
         let rev = meta.get(META_REVISION)?.map(|g| g.value()).unwrap_or(0);
         let comp = meta.get(META_COMPACTED)?.map(|g| g.value()).unwrap_or(0);
@@ -440,20 +452,70 @@ fn read_history(
     let hist = r
         .open_table(HISTORY)
         .map_err(backend("open the history table"))?;
+    let kv = r.open_table(KV).map_err(backend("open the kv table"))?;
+    let superseded = r
+        .open_table(SUPERSEDED)
+        .map_err(backend("open the superseded table"))?;
     let mut out = Vec::new();
     for item in hist
         .range(next..=upto)
         .map_err(backend("range over history"))?
     {
         let (rev, blob) = item.map_err(backend("read a history entry"))?;
-        decode_events(rev.value(), blob.value(), |e| {
-            if e.kv.key.starts_with(prefix) {
+        let rev = rev.value();
+        let mut failed = None;
+        decode_events(rev, blob.value(), |e, by_ref| {
+            if failed.is_some() || !e.kv.key.starts_with(prefix) {
+                return;
+            }
+            if !by_ref {
                 out.push(e);
+                return;
+            }
+            match value_at(&kv, &superseded, &e.kv.key, rev) {
+                Ok(value) => out.push(Event {
+                    kv: KeyValue { value, ..e.kv },
+                    ..e
+                }),
+                Err(err) => failed = Some(err),
             }
         })
         .map_err(backend("decode a history entry"))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
     Ok(out)
+}
+
+/// The value `key` had at revision `rev`, for a history event that does not carry it: the
+/// current one if `rev` is still its last write, else the copy the superseding write kept.
+fn value_at(
+    kv: &redb::ReadOnlyTable<&str, &[u8]>,
+    superseded: &redb::ReadOnlyTable<(u64, &str), &[u8]>,
+    key: &str,
+    rev: u64,
+) -> Result<Bytes, StoreError> {
+    if let Some(g) = kv.get(key).map_err(backend("read a key for history"))? {
+        let buf = g.value();
+        let m = decode_meta(buf).map_err(backend("decode a stored key"))?;
+        if m.modified == rev {
+            return Ok(Bytes::copy_from_slice(&buf[META_LEN..]));
+        }
+    }
+    match superseded
+        .get((rev, key))
+        .map_err(backend("read a superseded value"))?
+    {
+        Some(g) => Ok(Bytes::copy_from_slice(g.value())),
+        None => Err(StoreError::Backend {
+            op: "resolve a history value",
+            source: Box::new(DecodeError::MissingValue {
+                key: key.to_owned(),
+                revision: rev,
+            }),
+        }),
+    }
 }
 
 /// The single writer: owns the request queue and the counters while running.
@@ -601,17 +663,26 @@ impl Committer {
             let mut hist = w
                 .open_table(HISTORY)
                 .map_err(backend("open the history table"))?;
+            let mut sup = w
+                .open_table(SUPERSEDED)
+                .map_err(backend("open the superseded table"))?;
             for req in batch {
                 match req {
                     Request::Txn { txn, .. } => {
-                        let r = apply_txn(&mut kv, &mut hist, txn, rev + 1, &mut events)?;
+                        let mut tables = WriteTables {
+                            kv: &mut kv,
+                            hist: &mut hist,
+                            superseded: &mut sup,
+                            compacted,
+                        };
+                        let r = apply_txn(&mut tables, txn, rev + 1, &mut events)?;
                         rev = r.revision.0;
                         outcomes.push(Outcome::Txn(r));
                     }
                     Request::Compact { up_to, .. } => {
                         let target = up_to.0.min(rev);
                         if target > compacted {
-                            drop_history(&mut hist, compacted + 1, target)?;
+                            drop_history(&mut hist, &mut sup, compacted + 1, target)?;
                             compacted = target;
                         }
                         outcomes.push(Outcome::Compacted);
@@ -623,7 +694,7 @@ impl Committer {
             if target > compacted {
                 let budget = (rev - self.revision) + COMPACT_BUDGET;
                 let upto = target.min(compacted + budget);
-                drop_history(&mut hist, compacted + 1, upto)?;
+                drop_history(&mut hist, &mut sup, compacted + 1, upto)?;
                 compacted = upto;
             }
             let mut meta = w.open_table(META).map_err(backend("open the meta table"))?;
@@ -667,26 +738,58 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Drops the history of revisions `from..=to` and the superseded values only it referred to.
 fn drop_history(
     hist: &mut redb::Table<'_, u64, &[u8]>,
+    superseded: &mut redb::Table<'_, (u64, &str), &[u8]>,
     from: u64,
     to: u64,
 ) -> Result<(), StoreError> {
     hist.retain_in(from..=to, |_, _| false)
-        .map_err(backend("compact history"))
+        .map_err(backend("compact history"))?;
+    superseded
+        .retain_in((from, "")..(to.saturating_add(1), ""), |_, _| false)
+        .map_err(backend("compact superseded values"))
+}
+
+/// The tables one transaction writes, and the history watermark: a value replaced at a
+/// revision `<= compacted` is referred to by no history entry and need not be kept.
+struct WriteTables<'a, 't> {
+    kv: &'a mut redb::Table<'t, &'static str, &'static [u8]>,
+    hist: &'a mut redb::Table<'t, u64, &'static [u8]>,
+    superseded: &'a mut redb::Table<'t, (u64, &'static str), &'static [u8]>,
+    compacted: u64,
+}
+
+/// Keeps the value (stored as `old`, described by `m`) that a write is about to replace or
+/// delete, if history still refers to it.
+fn keep_superseded(
+    superseded: &mut redb::Table<'_, (u64, &'static str), &'static [u8]>,
+    compacted: u64,
+    rev: u64,
+    key: &str,
+    m: &Meta,
+    old: &[u8],
+) -> Result<(), StoreError> {
+    // Written earlier in this same revision: that event keeps its value inline.
+    if m.modified > compacted && m.modified != rev {
+        superseded
+            .insert((m.modified, key), &old[META_LEN..])
+            .map_err(backend("keep a superseded value"))?;
+    }
+    Ok(())
 }
 
 /// Applies one txn at candidate revision `rev`; state includes earlier txns of the batch.
 fn apply_txn(
-    kv: &mut redb::Table<'_, &str, &[u8]>,
-    hist: &mut redb::Table<'_, u64, &[u8]>,
+    t: &mut WriteTables<'_, '_>,
     txn: &Txn,
     rev: u64,
     events: &mut Vec<Event>,
 ) -> Result<TxnResult, StoreError> {
     let current = Revision(rev - 1);
     for c in &txn.compares {
-        if !compare_holds(kv, c)? {
+        if !compare_holds(t.kv, c)? {
             return Ok(TxnResult {
                 succeeded: false,
                 revision: current,
@@ -697,9 +800,12 @@ fn apply_txn(
     for op in &txn.ops {
         match op {
             Op::Put { key, value } => {
-                let prev = match kv.get(key.as_str()).map_err(backend("read a key"))? {
+                let prev = match t.kv.get(key.as_str()).map_err(backend("read a key"))? {
                     Some(g) => {
-                        Some(decode_meta(g.value()).map_err(backend("decode a stored key"))?)
+                        let old = g.value();
+                        let m = decode_meta(old).map_err(backend("decode a stored key"))?;
+                        keep_superseded(t.superseded, t.compacted, rev, key, &m, old)?;
+                        Some(m)
                     }
                     None => None,
                 };
@@ -708,7 +814,7 @@ fn apply_txn(
                     None => (rev, 1),
                 };
                 let encoded = encode_kv(create, rev, version, value);
-                kv.insert(key.as_str(), encoded.as_slice())
+                t.kv.insert(key.as_str(), encoded.as_slice())
                     .map_err(backend("write a key"))?;
                 events.push(Event {
                     kind: EventKind::Put,
@@ -722,10 +828,16 @@ fn apply_txn(
                 });
             }
             Op::Delete { key } => {
-                let existed = kv
-                    .remove(key.as_str())
-                    .map_err(backend("delete a key"))?
-                    .is_some();
+                let old = t.kv.remove(key.as_str()).map_err(backend("delete a key"))?;
+                let existed = match old {
+                    Some(g) => {
+                        let old = g.value();
+                        let m = decode_meta(old).map_err(backend("decode a stored key"))?;
+                        keep_superseded(t.superseded, t.compacted, rev, key, &m, old)?;
+                        true
+                    }
+                    None => false,
+                };
                 if existed {
                     events.push(Event {
                         kind: EventKind::Delete,
@@ -748,8 +860,10 @@ fn apply_txn(
             revision: current,
         });
     }
-    let blob = encode_events(&events[start..]);
-    hist.insert(rev, blob.as_slice())
+    let mine = &events[start..];
+    let blob = encode_events(mine, &by_reference(mine));
+    t.hist
+        .insert(rev, blob.as_slice())
         .map_err(backend("write a history entry"))?;
     Ok(TxnResult {
         succeeded: true,
@@ -858,32 +972,59 @@ fn decode_kv(key: &str, buf: &[u8]) -> Result<KeyValue, DecodeError> {
 
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
+/// A put whose value is not repeated in history (see the module docs).
+const KIND_PUT_REF: u8 = 3;
 
-/// `count u32 | (kind u8, key_len u32, key, create u64, version u64, value_len u32, value)*`;
-/// the revision is the history key.
-fn encode_events(events: &[Event]) -> Vec<u8> {
+/// `count u32 | event*`, an event being `kind u8, key_len u32, key, create u64, version u64`
+/// followed, except for `KIND_PUT_REF`, by `value_len u32, value`; the revision is the
+/// history key. A put is stored by reference when it is the last write of its key in this
+/// revision (`by_ref[i]`); an earlier write of the same key in one transaction keeps its
+/// value inline, since neither `kv` nor `superseded` can tell the two apart.
+fn encode_events(events: &[Event], by_ref: &[bool]) -> Vec<u8> {
     let size: usize = events
         .iter()
-        .map(|e| 1 + 4 + e.kv.key.len() + 16 + 4 + e.kv.value.len())
+        .zip(by_ref)
+        .map(|(e, r)| 1 + 4 + e.kv.key.len() + 16 + if *r { 0 } else { 4 + e.kv.value.len() })
         .sum();
     let mut out = Vec::with_capacity(4 + size);
     out.extend_from_slice(&(events.len() as u32).to_le_bytes());
-    for e in events {
-        out.push(match e.kind {
-            EventKind::Put => KIND_PUT,
-            EventKind::Delete => KIND_DELETE,
+    for (e, r) in events.iter().zip(by_ref) {
+        out.push(match (e.kind, r) {
+            (EventKind::Put, true) => KIND_PUT_REF,
+            (EventKind::Put, false) => KIND_PUT,
+            (EventKind::Delete, _) => KIND_DELETE,
         });
         out.extend_from_slice(&(e.kv.key.len() as u32).to_le_bytes());
         out.extend_from_slice(e.kv.key.as_bytes());
         out.extend_from_slice(&e.kv.create_revision.0.to_le_bytes());
         out.extend_from_slice(&e.kv.version.to_le_bytes());
-        out.extend_from_slice(&(e.kv.value.len() as u32).to_le_bytes());
-        out.extend_from_slice(&e.kv.value);
+        if !r {
+            out.extend_from_slice(&(e.kv.value.len() as u32).to_le_bytes());
+            out.extend_from_slice(&e.kv.value);
+        }
     }
     out
 }
 
-fn decode_events(rev: u64, buf: &[u8], mut each: impl FnMut(Event)) -> Result<(), DecodeError> {
+/// Which events of one revision may be stored by reference: puts that are the last event
+/// of their key in it.
+fn by_reference(events: &[Event]) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    let mut out = vec![false; events.len()];
+    for (i, e) in events.iter().enumerate().rev() {
+        let last = seen.insert(e.kv.key.as_str());
+        out[i] = last && e.kind == EventKind::Put;
+    }
+    out
+}
+
+/// Calls `each(event, by_ref)` for every event of one history entry; a `by_ref` event has
+/// an empty value that the caller resolves (`value_at`).
+fn decode_events(
+    rev: u64,
+    buf: &[u8],
+    mut each: impl FnMut(Event, bool),
+) -> Result<(), DecodeError> {
     let mut r = Reader {
         buf,
         at: 0,
@@ -891,27 +1032,35 @@ fn decode_events(rev: u64, buf: &[u8], mut each: impl FnMut(Event)) -> Result<()
     };
     let count = r.u32()?;
     for _ in 0..count {
-        let kind = match r.u8()? {
-            KIND_PUT => EventKind::Put,
-            KIND_DELETE => EventKind::Delete,
+        let (kind, by_ref) = match r.u8()? {
+            KIND_PUT => (EventKind::Put, false),
+            KIND_PUT_REF => (EventKind::Put, true),
+            KIND_DELETE => (EventKind::Delete, false),
             other => return Err(DecodeError::UnknownKind(other)),
         };
         let key_len = r.u32()? as usize;
         let key = std::str::from_utf8(r.take(key_len)?).map_err(DecodeError::KeyNotUtf8)?;
         let create = r.u64()?;
         let version = r.u64()?;
-        let value_len = r.u32()? as usize;
-        let value = r.take(value_len)?;
-        each(Event {
-            kind,
-            kv: KeyValue {
-                key: key.to_owned(),
-                value: Bytes::copy_from_slice(value),
-                create_revision: Revision(create),
-                mod_revision: Revision(rev),
-                version,
+        let value = if by_ref {
+            Bytes::new()
+        } else {
+            let value_len = r.u32()? as usize;
+            Bytes::copy_from_slice(r.take(value_len)?)
+        };
+        each(
+            Event {
+                kind,
+                kv: KeyValue {
+                    key: key.to_owned(),
+                    value,
+                    create_revision: Revision(create),
+                    mod_revision: Revision(rev),
+                    version,
+                },
             },
-        });
+            by_ref,
+        );
     }
     Ok(())
 }
@@ -944,17 +1093,50 @@ mod tests {
                 },
             },
         ];
-        let blob = encode_events(&events);
-        let mut back = Vec::new();
-        decode_events(7, &blob, |e| back.push(e)).unwrap();
-        assert_eq!(back, events);
-        // Every truncation is an error, never a panic.
-        for cut in 0..blob.len() {
-            assert!(
-                decode_events(7, &blob[..cut], |_| {}).is_err(),
-                "cut at {cut}"
-            );
+        for by_ref in [[false, false], [true, false]] {
+            let blob = encode_events(&events, &by_ref);
+            let mut back = Vec::new();
+            decode_events(7, &blob, |e, r| back.push((e, r))).unwrap();
+            assert_eq!(back.len(), 2);
+            assert_eq!(back[0].1, by_ref[0]);
+            let value = if by_ref[0] {
+                Bytes::new()
+            } else {
+                events[0].kv.value.clone()
+            };
+            assert_eq!(back[0].0.kv.value, value, "by_ref {by_ref:?}");
+            assert_eq!(back[0].0.kv.key, events[0].kv.key);
+            assert_eq!(back[0].0.kv.version, 2);
+            assert_eq!(back[1], (events[1].clone(), false));
+            // Every truncation is an error, never a panic.
+            for cut in 0..blob.len() {
+                assert!(
+                    decode_events(7, &blob[..cut], |_, _| {}).is_err(),
+                    "cut at {cut}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn only_the_last_put_of_a_key_is_by_reference() {
+        let ev = |key: &str, kind| Event {
+            kind,
+            kv: KeyValue {
+                key: key.into(),
+                value: Bytes::new(),
+                create_revision: Revision(1),
+                mod_revision: Revision(1),
+                version: 1,
+            },
+        };
+        let events = [
+            ev("/a", EventKind::Put),
+            ev("/b", EventKind::Put),
+            ev("/a", EventKind::Put),
+            ev("/b", EventKind::Delete),
+        ];
+        assert_eq!(by_reference(&events), vec![false, false, true, false]);
     }
 
     #[test]
