@@ -54,6 +54,7 @@ mod code {
     pub const MESSAGE_TYPE: u8 = 53;
     pub const SERVER_ID: u8 = 54;
     pub const PARAMETER_REQUEST_LIST: u8 = 55;
+    pub const RELAY_AGENT_INFORMATION: u8 = 82;
     pub const END: u8 = 255;
 }
 
@@ -85,6 +86,38 @@ pub struct DhcpPortContext {
     pub server_ip: Ipv4Addr,
     /// Reply Ethernet source: the router interface MAC, else a configured address.
     pub server_mac: EthernetAddress,
+}
+
+/// The relay agent a relayed request came through (RFC 2131 4.1, RFC 3046, RFC 8357).
+///
+/// The daemon only builds one when relayed requests are enabled and the relay is a port of
+/// the client's network whose own fixed IP is the request's `giaddr` (see
+/// [`handle_dhcp_relayed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhcpRelay {
+    /// The relay's address: the request's giaddr, where the reply goes.
+    pub giaddr: Ipv4Addr,
+    /// The relay port's MAC: the reply's Ethernet destination.
+    pub relay_mac: EthernetAddress,
+}
+
+/// The two fields that tell whether a request was relayed and for which client, read
+/// without validating the rest (the handler does that). `None` when the frame is not a
+/// relayed BOOTP request long enough to hold them.
+pub fn relayed_client(frame: &[u8]) -> Option<(Ipv4Addr, EthernetAddress)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+    let bootp = udp.payload();
+    if bootp.len() < field::OPTIONS {
+        return None;
+    }
+    let giaddr = crate::wire::ipv4_at(bootp, field::GIADDR);
+    if giaddr.is_unspecified() {
+        return None;
+    }
+    let chaddr = EthernetAddress::from_bytes(&bootp[field::CHADDR..field::CHADDR + 6]);
+    Some((giaddr, chaddr))
 }
 
 /// Deployment-wide DHCP settings.
@@ -272,6 +305,10 @@ pub enum DhcpDrop {
     UnexpectedMessageType { msg_type: u8 },
     #[error("failed to handle dhcp message: relayed (giaddr {giaddr}) on a port-local server")]
     Relayed { giaddr: Ipv4Addr },
+    #[error(
+        "failed to handle relayed dhcp message: giaddr {giaddr} is not the relay port's {relay}"
+    )]
+    RelayMismatch { giaddr: Ipv4Addr, relay: Ipv4Addr },
     #[error("failed to decode dhcp message with dhcproto")]
     Decode(#[source] dhcproto::error::DecodeError),
     #[error("failed to handle dhcp request: neither requested IP (50) nor ciaddr is set")]
@@ -306,6 +343,7 @@ impl DhcpDrop {
             DhcpDrop::MissingMessageType => "missing_message_type",
             DhcpDrop::UnexpectedMessageType { .. } => "unexpected_message_type",
             DhcpDrop::Relayed { .. } => "relayed",
+            DhcpDrop::RelayMismatch { .. } => "relay_mismatch",
             DhcpDrop::Decode(_) => "decode",
             DhcpDrop::RequestWithoutAddress => "request_without_address",
             DhcpDrop::PortIpOutsideSubnet { .. } => "port_ip_outside_subnet",
@@ -315,7 +353,7 @@ impl DhcpDrop {
     }
 
     /// Every label, for pre-registering metric series.
-    pub const LABELS: [&'static str; 23] = [
+    pub const LABELS: [&'static str; 24] = [
         "ethernet_truncated",
         "not_ipv4",
         "ipv4_malformed",
@@ -334,6 +372,7 @@ impl DhcpDrop {
         "missing_message_type",
         "unexpected_message_type",
         "relayed",
+        "relay_mismatch",
         "decode",
         "request_without_address",
         "port_ip_outside_subnet",
@@ -350,6 +389,23 @@ struct ClientOptions {
     server_id: Option<Ipv4Addr>,
     /// Parameter request list (option 55), concatenated if split (RFC 3396).
     prl: Vec<u8>,
+    /// Relay agent information (option 82) as sent, echoed in replies (RFC 3046 2.2).
+    relay_agent_info: Option<Vec<u8>>,
+}
+
+/// RFC 8357 relay source port sub-option of option 82: reply to the relay's source port.
+const RELAY_SOURCE_PORT_SUBOPTION: u8 = 19;
+
+/// Whether option 82's sub-options (code, length, value...) include the relay source port.
+fn has_relay_source_port(info: &[u8]) -> bool {
+    let mut i = 0;
+    while let (Some(&code), Some(&len)) = (info.get(i), info.get(i + 1)) {
+        if code == RELAY_SOURCE_PORT_SUBOPTION {
+            return true;
+        }
+        i += 2 + usize::from(len);
+    }
+    false
 }
 
 /// Walk the options area once; every length is checked against the end of the message.
@@ -391,6 +447,10 @@ fn walk_options(opts: &[u8], base: usize) -> Result<ClientOptions, DhcpDrop> {
             code::REQUESTED_IP => out.requested_ip = Some(addr(value)?),
             code::SERVER_ID => out.server_id = Some(addr(value)?),
             code::PARAMETER_REQUEST_LIST => out.prl.extend_from_slice(value),
+            code::RELAY_AGENT_INFORMATION => out
+                .relay_agent_info
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(value),
             _ => {}
         }
         i = end;
@@ -405,10 +465,16 @@ struct ClientRequest {
     opts: ClientOptions,
     ip_src: Ipv4Addr,
     ip_dst: Ipv4Addr,
+    /// UDP source port (a relay's, for RFC 8357).
+    udp_src: u16,
 }
 
 /// Check the frame layer by layer and decode the DHCP message.
-fn read_request(frame: &[u8], port_mac: EthernetAddress) -> Result<ClientRequest, DhcpDrop> {
+fn read_request(
+    frame: &[u8],
+    port_mac: EthernetAddress,
+    relay: Option<&DhcpRelay>,
+) -> Result<ClientRequest, DhcpDrop> {
     let eth = EthernetFrame::new_checked(frame).map_err(DhcpDrop::EthernetTruncated)?;
     if eth.ethertype() != EtherType::IPV4 {
         return Err(DhcpDrop::NotIpv4 {
@@ -430,7 +496,9 @@ fn read_request(frame: &[u8], port_mac: EthernetAddress) -> Result<ClientRequest
     // The UDP checksum is not verified: packets from local VMs may carry a partial
     // (offloaded) checksum, and dnsmasq/OVN do not check it either.
     let udp = UdpPacket::new_checked(ip.payload()).map_err(DhcpDrop::UdpMalformed)?;
-    if (udp.src_port(), udp.dst_port()) != (CLIENT_PORT, SERVER_PORT) {
+    // A relay sends from 67, or from any port under RFC 8357; a client from 68.
+    let src_ok = relay.is_some() || udp.src_port() == CLIENT_PORT;
+    if !src_ok || udp.dst_port() != SERVER_PORT {
         return Err(DhcpDrop::WrongUdpPorts {
             src: udp.src_port(),
             dst: udp.dst_port(),
@@ -460,8 +528,15 @@ fn read_request(frame: &[u8], port_mac: EthernetAddress) -> Result<ClientRequest
     let opts = walk_options(options, field::OPTIONS)?;
     let raw_type = opts.msg_type.ok_or(DhcpDrop::MissingMessageType)?;
     let giaddr = crate::wire::ipv4_at(bootp, field::GIADDR);
-    if !giaddr.is_unspecified() {
-        return Err(DhcpDrop::Relayed { giaddr });
+    match relay {
+        None if !giaddr.is_unspecified() => return Err(DhcpDrop::Relayed { giaddr }),
+        Some(r) if r.giaddr != giaddr => {
+            return Err(DhcpDrop::RelayMismatch {
+                giaddr,
+                relay: r.giaddr,
+            })
+        }
+        _ => {}
     }
     // Only the fixed header and cookie go to dhcproto: its option decoder has
     // `debug_assert!`s on option lengths (e.g. option 81 with length < 3 panics in debug
@@ -474,6 +549,7 @@ fn read_request(frame: &[u8], port_mac: EthernetAddress) -> Result<ClientRequest
         opts,
         ip_src: ip.src_addr(),
         ip_dst: ip.dst_addr(),
+        udp_src: udp.src_port(),
     })
 }
 
@@ -486,7 +562,29 @@ pub fn handle_dhcp(
     ctx: &DhcpPortContext,
     cfg: &DhcpConfig,
 ) -> Result<DhcpOutcome, DhcpDrop> {
-    let req = read_request(frame, ctx.port_mac)?;
+    handle(frame, ctx, cfg, None)
+}
+
+/// Answer one relayed DHCP request (giaddr set) for the client port `ctx` (the port whose
+/// MAC is the request's chaddr), through `relay`. Everything else is as [`handle_dhcp`];
+/// replies go to the relay (giaddr, UDP 67, or the relay's source port when option 82
+/// carries the RFC 8357 relay source port sub-option), with option 82 echoed.
+pub fn handle_dhcp_relayed(
+    frame: &[u8],
+    ctx: &DhcpPortContext,
+    cfg: &DhcpConfig,
+    relay: &DhcpRelay,
+) -> Result<DhcpOutcome, DhcpDrop> {
+    handle(frame, ctx, cfg, Some(relay))
+}
+
+fn handle(
+    frame: &[u8],
+    ctx: &DhcpPortContext,
+    cfg: &DhcpConfig,
+    relay: Option<&DhcpRelay>,
+) -> Result<DhcpOutcome, DhcpDrop> {
+    let req = read_request(frame, ctx.port_mac, relay)?;
     if !ctx.subnet.cidr.contains(&ctx.port_ip) {
         return Err(DhcpDrop::PortIpOutsideSubnet {
             port_ip: ctx.port_ip,
@@ -494,7 +592,9 @@ pub fn handle_dhcp(
         });
     }
     let reply = |kind| -> Result<DhcpResponse, DhcpDrop> {
-        Ok(DhcpResponse::Reply(build_reply(&req, ctx, cfg, kind)?))
+        Ok(DhcpResponse::Reply(build_reply(
+            &req, ctx, cfg, kind, relay,
+        )?))
     };
     let (request, response) = match req.msg_type {
         MessageType::Discover => (DhcpRequestKind::Discover, reply(DhcpReplyKind::Offer)?),
@@ -612,6 +712,7 @@ fn build_reply(
     ctx: &DhcpPortContext,
     cfg: &DhcpConfig,
     kind: DhcpReplyKind,
+    relay: Option<&DhcpRelay>,
 ) -> Result<DhcpReply, DhcpDrop> {
     let inform = req.msg_type == MessageType::Inform;
     let ciaddr = req.msg.ciaddr();
@@ -631,10 +732,15 @@ fn build_reply(
         reply_ciaddr,
         yiaddr,
         Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
+        relay.map_or(Ipv4Addr::UNSPECIFIED, |r| r.giaddr),
         &ctx.port_mac.0,
     );
-    msg.set_opcode(Opcode::BootReply).set_flags(req.msg.flags());
+    let mut flags = req.msg.flags();
+    if relay.is_some() && kind == DhcpReplyKind::Nak {
+        // RFC 2131 4.3.2: a NAK through a relay asks it to broadcast to the client.
+        flags = flags.set_broadcast();
+    }
+    msg.set_opcode(Opcode::BootReply).set_flags(flags);
 
     let msg_type = match kind {
         DhcpReplyKind::Offer => MessageType::Offer,
@@ -659,6 +765,12 @@ fn build_reply(
         order_by_prl(&mut params, &req.opts.prl);
         opts.extend(params);
     }
+    if let (Some(_), Some(info)) = (relay, &req.opts.relay_agent_info) {
+        opts.push(DhcpOption::Unknown(d4::UnknownOption::new(
+            d4::OptionCode::from(code::RELAY_AGENT_INFORMATION),
+            info.clone(),
+        )));
+    }
 
     let mut payload = Vec::with_capacity(576);
     let mut e = Encoder::new(&mut payload);
@@ -672,7 +784,20 @@ fn build_reply(
     }
 
     let broadcast = (EthernetAddress::BROADCAST, Ipv4Addr::BROADCAST);
-    let (eth_dst, ip_dst) = if kind == DhcpReplyKind::Nak {
+    let mut dst_port = CLIENT_PORT;
+    let (eth_dst, ip_dst) = if let Some(r) = relay {
+        let source_port = req
+            .opts
+            .relay_agent_info
+            .as_deref()
+            .is_some_and(has_relay_source_port);
+        dst_port = if source_port {
+            req.udp_src
+        } else {
+            SERVER_PORT
+        };
+        (r.relay_mac, r.giaddr)
+    } else if kind == DhcpReplyKind::Nak {
         // RFC 2131 4.1: with giaddr 0, NAKs are always broadcast.
         broadcast
     } else if !ciaddr.is_unspecified() {
@@ -697,7 +822,7 @@ fn build_reply(
             ip_src: ctx.server_ip,
             ip_dst,
             src_port: SERVER_PORT,
-            dst_port: CLIENT_PORT,
+            dst_port,
         },
         &payload,
     )

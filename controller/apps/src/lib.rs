@@ -25,9 +25,9 @@ pub mod wire;
 pub use arp::arp_reply;
 pub use build::ORIGINATED_TTL;
 pub use dhcp::{
-    classless_routes, handle_dhcp, DhcpConfig, DhcpDrop, DhcpOutcome, DhcpPortContext, DhcpReply,
-    DhcpReplyKind, DhcpRequestKind, DhcpResponse, DhcpSubnet, HostRoute, NoReplyReason,
-    RequestState,
+    classless_routes, handle_dhcp, handle_dhcp_relayed, relayed_client, DhcpConfig, DhcpDrop,
+    DhcpOutcome, DhcpPortContext, DhcpRelay, DhcpReply, DhcpReplyKind, DhcpRequestKind,
+    DhcpResponse, DhcpSubnet, HostRoute, NoReplyReason, RequestState,
 };
 pub use icmp::{icmp_echo_reply, icmp_time_exceeded};
 pub use ratelimit::RateLimiter;

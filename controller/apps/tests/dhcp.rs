@@ -485,6 +485,15 @@ fn drop_reasons_each_have_a_label_and_a_case() {
     let mut b = discover_bootp();
     b[24..28].copy_from_slice(&[10, 0, 0, 1]);
     check(drop_of(&frame_from_bootp(&b)), "relayed");
+    let relay = wyvern_apps::DhcpRelay {
+        giaddr: Ipv4Addr::new(10, 0, 0, 2),
+        relay_mac: PORT_MAC,
+    };
+    check(
+        wyvern_apps::handle_dhcp_relayed(&frame_from_bootp(&b), &ctx(), &cfg(), &relay)
+            .unwrap_err(),
+        "relay_mismatch",
+    );
     let m = client_msg(MessageType::Request, 1); // no 50, no 54, no ciaddr
     check(drop_of(&broadcast_frame(&m)), "request_without_address");
     let mut c = ctx();
@@ -545,4 +554,64 @@ fn short_client_fqdn_option_does_not_panic() {
     b.extend_from_slice(&[53, 1, 1, 81, 1, 0, 121, 0, 50, 4, 10, 0, 0, 5, 255]);
     let out = handle_dhcp(&frame_from_bootp(&b), &ctx(), &cfg()).unwrap();
     assert_eq!(out.reply_kind(), Some(DhcpReplyKind::Offer));
+}
+
+/// A relay port (perfdhcp with `-L 68 -o 82,1300`): giaddr = the relay's IP, option 82 with
+/// the RFC 8357 relay source port sub-option. The reply goes to the relay (its MAC, giaddr,
+/// its source port), echoes giaddr and option 82, and carries the client port's address.
+#[test]
+fn relayed_request_is_answered_to_the_relay() {
+    use wyvern_apps::{handle_dhcp_relayed, relayed_client, DhcpRelay};
+    let relay_ip = Ipv4Addr::new(10, 0, 255, 251);
+    let relay_mac = wyvern_apps::EthernetAddress([0x02, 0, 0, 0, 0xff, 0x01]);
+    let relay = DhcpRelay {
+        giaddr: relay_ip,
+        relay_mac,
+    };
+    let mut m = client_msg(MessageType::Discover, 77);
+    m.set_giaddr(relay_ip);
+    // Option 82 by hand (dhcproto's encoder writes an unknown-typed 82 twice).
+    let mut bytes = m.to_vec().unwrap();
+    let end = bytes.iter().rposition(|&b| b == 255).unwrap();
+    bytes.splice(end..end, [82, 2, 19, 0]);
+    let frame = udp_frame_raw(relay_mac, relay_ip, GATEWAY, 68, 67, &bytes);
+    assert_eq!(relayed_client(&frame), Some((relay_ip, PORT_MAC)));
+    assert_eq!(
+        relayed_client(&broadcast_frame(&client_msg(MessageType::Discover, 1))),
+        None
+    );
+    // Without relay support it stays a counted drop.
+    assert_eq!(
+        handle_dhcp(&frame, &ctx(), &cfg()).unwrap_err().label(),
+        "relayed"
+    );
+    let out = handle_dhcp_relayed(&frame, &ctx(), &cfg(), &relay).expect("handled");
+    assert_eq!(out.reply_kind(), Some(DhcpReplyKind::Offer));
+    let r = parse_reply(out.reply_frame().unwrap());
+    assert_eq!(
+        (r.eth_dst, r.ip_dst, r.sport, r.dport),
+        (relay_mac, relay_ip, 67, 68)
+    );
+    assert_eq!(r.msg.giaddr(), relay_ip);
+    assert_eq!(r.msg.yiaddr(), PORT_IP);
+    assert_eq!(r.msg.chaddr()[..6], PORT_MAC.0);
+    let echoed = r.bootp[240..].windows(4).any(|w| w == [82, 2, 19, 0]);
+    assert!(echoed, "option 82 echoed: {:?}", &r.bootp[240..]);
+    // Without the RFC 8357 sub-option the reply goes to the server port (RFC 2131 4.1).
+    let mut m = client_msg(MessageType::Discover, 78);
+    m.set_giaddr(relay_ip);
+    let frame = udp_frame_raw(relay_mac, relay_ip, GATEWAY, 67, 67, &m.to_vec().unwrap());
+    let out = handle_dhcp_relayed(&frame, &ctx(), &cfg(), &relay).expect("handled");
+    assert_eq!(parse_reply(out.reply_frame().unwrap()).dport, 67);
+    // A giaddr other than the relay port's own address is refused.
+    let other = DhcpRelay {
+        giaddr: Ipv4Addr::new(10, 0, 9, 9),
+        relay_mac,
+    };
+    assert_eq!(
+        handle_dhcp_relayed(&frame, &ctx(), &cfg(), &other)
+            .unwrap_err()
+            .label(),
+        "relay_mismatch"
+    );
 }
