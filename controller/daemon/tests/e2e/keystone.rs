@@ -4,12 +4,12 @@
 //! `openstack` CLI authenticating with a password against Keystone.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wyvern_testkit::keystone::{Keystone, KsUser, REGION};
+use wyvern_testkit::openstack::{Os, OsAuth};
 use wyvern_testkit::wyvernd::Wyvernd;
 
 use crate::common::*;
@@ -298,63 +298,17 @@ async fn keystone_outage_is_503_then_recovers_without_restarting_wyvernd() {
 }
 
 /// The openstack CLI against the catalog: `--os-auth-url` plus user, password and project.
-struct Os<'a> {
-    bin: std::path::PathBuf,
-    ks: &'a Keystone,
-    user: &'a KsUser,
-}
-
-impl Os<'_> {
-    fn command(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new(&self.bin);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("OS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("OS_CLIENT_CONFIG_FILE", "/dev/null")
-            .args(["--os-auth-url", &self.ks.url()])
-            .args(["--os-identity-api-version", "3"])
-            .args(["--os-username", &self.user.name])
-            .args(["--os-password", &self.user.password])
-            .args(["--os-project-name", &self.user.project])
-            .args(["--os-user-domain-name", "Default"])
-            .args(["--os-project-domain-name", "Default"])
-            .args(["--os-region-name", REGION])
-            .args(args)
-            .output()
-            .expect("openstack runs")
-    }
-
-    #[track_caller]
-    fn run(&self, args: &[&str]) {
-        let out = self.command(args);
-        assert!(
-            out.status.success(),
-            "openstack {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-f", "json"]);
-        let out = self.command(&all);
-        assert!(
-            out.status.success(),
-            "openstack {all:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "openstack {all:?}: not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
+fn cli(c: &Cloud, user: &KsUser) -> Os {
+    Os::new(
+        c.ks.venv(),
+        OsAuth::Password {
+            auth_url: c.ks.url(),
+            username: user.name.clone(),
+            password: user.password.clone(),
+            project: user.project.clone(),
+            region: REGION.to_string(),
+        },
+    )
 }
 
 fn names(list: &Value) -> Vec<String> {
@@ -373,17 +327,8 @@ fn openstack_cli_with_keystone_auth_drives_the_lifecycle() {
     let c = Cloud::start(10);
     c.ks.register_endpoint("network", "neutron", &c.w.url())
         .expect("wyvernd in the catalog");
-    let bin = c.ks.venv().bin("openstack");
-    let alice = Os {
-        bin: bin.clone(),
-        ks: &c.ks,
-        user: &c.alice,
-    };
-    let bob = Os {
-        bin,
-        ks: &c.ks,
-        user: &c.bob,
-    };
+    let alice = cli(&c, &c.alice);
+    let bob = cli(&c, &c.bob);
 
     let net = alice.json(&["network", "create", "net1"]);
     assert_eq!(net["project_id"], json!(c.alice.project_id));

@@ -1,129 +1,14 @@
 //! The real `openstack` CLI (python-openstackclient from PyPI) against wyvernd, through the
-//! whole lifecycle. The client is installed into a venv next to the build's target dir during
-//! test setup (reused by later runs of the same target dir). If it cannot be installed, the
-//! test fails: it never passes without having run the client.
+//! whole lifecycle. The client comes from the shared OpenStack venv under the target dir
+//! (`wyvern_testkit::openstack`), installed during test setup and reused by later runs. If it
+//! cannot be installed, the test fails: it never passes without having run the client.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::{json, Value};
+use wyvern_testkit::openstack::{Os, OsAuth};
 
 use crate::common::*;
-
-/// Pinned so that a new client release cannot change the test under us unnoticed.
-const CLIENT: &str = "python-openstackclient==10.5.0";
-
-/// `<target dir>/venv-openstack`, derived from where cargo put wyvernd.
-fn venv_dir() -> PathBuf {
-    let bin = Path::new(WYVERND);
-    // <target>/<profile>/wyvernd
-    let target = bin
-        .parent()
-        .and_then(Path::parent)
-        .expect("wyvernd lives in <target>/<profile>/");
-    target.join("venv-openstack")
-}
-
-/// Creates the venv and installs the client unless a previous run completed that.
-fn openstack_bin() -> PathBuf {
-    let venv = venv_dir();
-    let bin = venv.join("bin/openstack");
-    let marker = venv.join(format!(".installed-{CLIENT}"));
-    if marker.exists() && bin.exists() {
-        return bin;
-    }
-    let run = |cmd: &mut Command, what: &str| {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("failed to run {what}: {e}"));
-        assert!(
-            out.status.success(),
-            "failed to {what} (the openstack CLI test needs PyPI):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-        "create the venv",
-    );
-    run(
-        Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--disable-pip-version-check",
-            "-q",
-            CLIENT,
-        ]),
-        "pip install python-openstackclient",
-    );
-    std::fs::write(&marker, b"").expect("marker written");
-    bin
-}
-
-struct Os {
-    bin: PathBuf,
-    endpoint: String,
-}
-
-impl Os {
-    fn command(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new(&self.bin);
-        // Only our flags: no cloud config or OS_* variables of the machine running the test.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("OS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("OS_CLIENT_CONFIG_FILE", "/dev/null")
-            .args(["--os-auth-type", "none", "--os-endpoint", &self.endpoint])
-            .args(args)
-            .output()
-            .expect("openstack runs")
-    }
-
-    /// Runs a command that prints nothing on success.
-    #[track_caller]
-    fn run(&self, args: &[&str]) {
-        let out = self.command(args);
-        assert!(
-            out.status.success(),
-            "openstack {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Runs a command with `-f json` and parses its output.
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-f", "json"]);
-        let out = self.command(&all);
-        assert!(
-            out.status.success(),
-            "openstack {all:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "openstack {all:?}: not JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
-
-    /// Runs a command expected to fail; returns stderr.
-    #[track_caller]
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.command(args);
-        assert!(
-            !out.status.success(),
-            "openstack {args:?} should have failed"
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-}
 
 fn names(list: &Value) -> Vec<String> {
     let mut v: Vec<String> = list
@@ -138,12 +23,10 @@ fn names(list: &Value) -> Vec<String> {
 
 #[test]
 fn openstack_cli_drives_the_whole_lifecycle() {
-    let bin = openstack_bin();
+    let venv = Os::venv(Path::new(env!("CARGO_TARGET_TMPDIR")))
+        .expect("the openstack CLI installs from PyPI");
     let w = start();
-    let os = Os {
-        bin,
-        endpoint: w.url(),
-    };
+    let os = Os::new(&venv, OsAuth::None { endpoint: w.url() });
 
     // Networks.
     let net1 = os.json(&["network", "create", "net1"]);
@@ -302,6 +185,7 @@ fn openstack_cli_drives_the_whole_lifecycle() {
     os.run(&["port", "delete", "p1"]);
     if os
         .command(&["port", "show", rp2["id"].as_str().unwrap()])
+        .expect("openstack runs")
         .status
         .success()
     {

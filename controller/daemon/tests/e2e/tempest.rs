@@ -153,7 +153,7 @@ fn write_conf(path: &Path, keystone: &str, extensions: &str, catalog_type: &str,
          [network]\ncatalog_type = {catalog_type}\nregion = {REGION}\n\
          project_network_cidr = 10.100.0.0/16\nproject_network_mask_bits = 28\n\
          [network-feature-enabled]\napi_extensions = {extensions}\nipv6 = false\n\
-         ipv6_subnet_attributes = false\nport_security = true\n\
+         ipv6_subnet_attributes = false\nport_security = true\nfloating_ips = false\n\
          [service_available]\nneutron = true\nnova = false\ncinder = false\n\
          glance = false\nswift = false\n\
          [validation]\nrun_validation = false\n",
