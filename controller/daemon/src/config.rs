@@ -231,6 +231,19 @@ pub struct Args {
     /// P4Runtime election id (the highest controller is primary) [default: 1].
     #[arg(long, env = "WYVERN_P4_ELECTION_ID")]
     pub p4_election_id: Option<u64>,
+    /// This host's chassis name for many hosts on etcd: registered under a lease, set as
+    /// `binding:host_id` on the ports it binds [default: none, a single host].
+    #[arg(long, env = "WYVERN_CHASSIS_NAME")]
+    pub chassis_name: Option<String>,
+    /// Underlay IPv4 address other hosts send VXLAN to (with --chassis-name: the overlay).
+    #[arg(long, env = "WYVERN_TUNNEL_IP")]
+    pub tunnel_ip: Option<Ipv4Addr>,
+    /// Offload targets this chassis advertises (comma-separated, informational).
+    #[arg(long, env = "WYVERN_CHASSIS_OFFLOAD", value_delimiter = ',')]
+    pub chassis_offload: Option<Vec<String>>,
+    /// Seconds the chassis registration outlives a dead wyvernd [default: 10].
+    #[arg(long, env = "WYVERN_CHASSIS_LEASE_TTL")]
+    pub chassis_lease_ttl: Option<u64>,
 }
 
 /// The P4Runtime back end's settings (present when `p4runtime` is configured).
@@ -301,6 +314,8 @@ pub struct SwitchSettings {
     pub dhcp_dns: Vec<Ipv4Addr>,
     pub dhcp_domain: Option<String>,
     pub overlay_overhead: u16,
+    /// Multi-host identity (`--chassis-name`, `--tunnel-ip`).
+    pub chassis: Option<wyvern_local::chassis::ChassisConfig>,
 }
 
 /// The keys of the TOML config file.
@@ -341,6 +356,10 @@ pub struct FileConfig {
     pub p4_device_config: Option<PathBuf>,
     pub device_id: Option<u64>,
     pub p4_election_id: Option<u64>,
+    pub chassis_name: Option<String>,
+    pub tunnel_ip: Option<Ipv4Addr>,
+    pub chassis_offload: Option<Vec<String>>,
+    pub chassis_lease_ttl: Option<u64>,
 }
 
 impl FileConfig {
@@ -461,6 +480,22 @@ impl Config {
                 }
             }
         };
+        let chassis = args.chassis_name.or(file.chassis_name).map(|name| {
+            wyvern_local::chassis::ChassisConfig {
+                name,
+                tunnel_ip: args.tunnel_ip.or(file.tunnel_ip),
+                offload: args
+                    .chassis_offload
+                    .or(file.chassis_offload)
+                    .unwrap_or_default(),
+                lease_ttl: std::time::Duration::from_secs(
+                    args.chassis_lease_ttl
+                        .or(file.chassis_lease_ttl)
+                        .unwrap_or(10)
+                        .max(1),
+                ),
+            }
+        });
         let p4 = match args.p4runtime.or(file.p4runtime) {
             Some(addr) => {
                 if args.ovsdb.is_none() && file.ovsdb.is_none() {
@@ -521,6 +556,7 @@ impl Config {
                 dhcp_dns: args.dhcp_dns.or(file.dhcp_dns).unwrap_or_default(),
                 dhcp_domain: args.dhcp_domain.or(file.dhcp_domain),
                 overlay_overhead: args.overlay_overhead.or(file.overlay_overhead).unwrap_or(0),
+                chassis,
             }),
         })
     }

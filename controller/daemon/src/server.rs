@@ -275,6 +275,7 @@ async fn start_local(
         ovsdb: Some(ovsdb),
         openflow_listen,
         compile,
+        chassis: sw.chassis.clone(),
     };
     let (status_tx, mut status_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pin_tx, pin_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -306,7 +307,7 @@ async fn start_local(
     metrics.set_local(local.clone(), app_stats);
     tokio::spawn(async move {
         while let Some(st) = status_rx.recv().await {
-            if let Err(e) = set_port_status(&svc, st.port, st.active).await {
+            if let Err(e) = set_port_status(&svc, st.port, st.active, st.host.as_deref()).await {
                 tracing::warn!(port = %st.port, error = %e, "failed to update port status");
             }
         }
@@ -314,19 +315,25 @@ async fn start_local(
     Ok(local)
 }
 
-/// Writes a port's status (ACTIVE when its interface is bound and up) if it changed.
+/// Writes a port's status (ACTIVE when its interface is bound and up) and the chassis that
+/// bound it (`binding:host_id`), if they changed.
 async fn set_port_status(
     svc: &NbService,
     port: uuid::Uuid,
     active: bool,
+    host: Option<&str>,
 ) -> Result<(), wyvern_api::ApiError> {
     let want = if active { "ACTIVE" } else { "DOWN" };
     svc.write(|topo| {
         let mut change = wyvern_model::Change::default();
         if let Some(old) = topo.get_port(&port) {
-            if old.status != want && !old.is_router_interface() {
+            let new_host = host.filter(|h| *h != old.binding_host_id);
+            if (old.status != want || new_host.is_some()) && !old.is_router_interface() {
                 let mut p = (**old).clone();
                 p.status = want.to_owned();
+                if let Some(h) = new_host {
+                    p.binding_host_id = h.to_owned();
+                }
                 p.revision_number += 1;
                 change.ops.push(wyvern_model::ChangeOp {
                     kind: wyvern_model::Kind::Port,

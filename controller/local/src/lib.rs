@@ -14,6 +14,7 @@
 //! a new mirror and a full compile, which ofctrl again turns into a minimal difference.
 
 pub mod apps;
+pub mod chassis;
 pub mod mirror;
 pub mod p4;
 
@@ -39,6 +40,15 @@ use crate::mirror::{change_from_events, decode, MODEL_PREFIX};
 /// Outside the model prefix on purpose: they are host-local and never synced to others.
 pub const KEYS_PREFIX: &str = "/wyvern/local/keys/";
 
+/// Where a host's keys live: [`KEYS_PREFIX`] on a single host, and under the chassis name
+/// when many hosts share one store (each numbers its own pipeline).
+pub fn keys_prefix(chassis: Option<&str>) -> String {
+    match chassis {
+        Some(name) => format!("/wyvern/local/chassis/{name}/keys/"),
+        None => KEYS_PREFIX.to_owned(),
+    }
+}
+
 type KeyChanges = Vec<(KeyKind, Uuid, Option<u32>)>;
 
 /// How long switches wait for the first OVSDB binding snapshot before being served anyway.
@@ -55,6 +65,8 @@ pub struct LocalConfig {
     /// Where bridges connect to us.
     pub openflow_listen: ListenAddr,
     pub compile: CompileConfig,
+    /// This host's chassis (registration, binding host, overlay); `None`: a single host.
+    pub chassis: Option<chassis::ChassisConfig>,
 }
 
 /// Failures that stop the local controller from starting.
@@ -75,10 +87,12 @@ pub enum LocalError {
 }
 
 /// A logical port's status as the switch sees it, for the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortStatus {
     pub port: Uuid,
     pub active: bool,
+    /// The chassis that bound it (its `binding:host_id`), when this host did.
+    pub host: Option<String>,
 }
 
 /// What the controller has compiled, shared with the apps, `wyvern trace` and metrics.
@@ -166,6 +180,12 @@ pub struct LocalController {
     keys_tx: mpsc::UnboundedSender<KeyChanges>,
     /// Bumped after every compile that changed the pipeline (for the P4 back end).
     compiled: Arc<tokio::sync::watch::Sender<u64>>,
+    /// This host's chassis name, when it is part of a multi-host deployment.
+    chassis: Option<Arc<str>>,
+    /// Live chassis as followed from the store (empty on a single host).
+    chassis_view: Arc<RwLock<chassis::ChassisView>>,
+    /// True once the first OVSDB binding snapshot is compiled (at once without a switch).
+    synced: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl LocalController {
@@ -212,11 +232,12 @@ impl LocalController {
         let status = Arc::new(Status::default());
         // Keys from the previous run first: the same numbering means the same flows, so a
         // restart changes nothing on the switch that was right.
-        let (keys, _) = store.range(KEYS_PREFIX).await?;
+        let keys_at = keys_prefix(cfg.chassis.as_ref().map(|c| c.name.as_str()));
+        let (keys, _) = store.range(&keys_at).await?;
         let restored: Vec<(KeyKind, Uuid, u32)> = keys
             .iter()
             .filter_map(|kv| {
-                let rest = kv.key.strip_prefix(KEYS_PREFIX)?;
+                let rest = kv.key.strip_prefix(keys_at.as_str())?;
                 let (kind, id) = rest.split_once('/')?;
                 let k = std::str::from_utf8(&kv.value).ok()?.parse().ok()?;
                 Some((KeyKind::parse(kind)?, id.parse().ok()?, k))
@@ -228,7 +249,7 @@ impl LocalController {
             .compiler
             .restore_keys(restored);
         let (keys_tx, keys_rx) = mpsc::unbounded_channel();
-        tokio::spawn(persist_keys(store.clone(), keys_rx));
+        tokio::spawn(persist_keys(store.clone(), keys_at.clone(), keys_rx));
         let this = LocalController {
             state,
             status,
@@ -236,6 +257,33 @@ impl LocalController {
             listen: listen.clone(),
             keys_tx,
             compiled: Arc::new(tokio::sync::watch::Sender::new(0)),
+            chassis: cfg.chassis.as_ref().map(|c| Arc::from(c.name.as_str())),
+            chassis_view: Arc::default(),
+            synced: Arc::new(tokio::sync::watch::Sender::new(false)),
+        };
+        // Register this host and take the overlay view before the first compile, so that
+        // remote ports compile to tunnels from the start.
+        let chassis_rx = match &cfg.chassis {
+            Some(c) => {
+                let guard = chassis::register(&store, c, cfg.datapath_type.as_str()).await?;
+                let (kvs, rev) = store.range(chassis::CHASSIS_PREFIX).await?;
+                let view = chassis::ChassisView::from_kvs(&kvs);
+                if c.tunnel_ip.is_some() {
+                    this.write()
+                        .bindings
+                        .set_overlay(Some(view.overlay(&c.name)));
+                }
+                *this.chassis_view.write().unwrap_or_else(|e| e.into_inner()) = view;
+                if let (Some(remote), Some(ip)) = (&cfg.ovsdb, c.tunnel_ip) {
+                    tokio::spawn(chassis::ensure_tunnel_forever(
+                        remote.clone(),
+                        cfg.bridge.clone(),
+                        ip,
+                    ));
+                }
+                Some(follow_chassis(store.clone(), rev, guard))
+            }
+            None => None,
         };
 
         let revision = this.resync(store.as_ref()).await?;
@@ -256,6 +304,7 @@ impl LocalController {
             Some(ready_tx)
         } else {
             let _ = ready_tx.send(());
+            this.synced.send_replace(true);
             None
         };
         let worker = this.clone();
@@ -266,6 +315,7 @@ impl LocalController {
                 status_tx,
                 packet_in_tx,
                 ready,
+                chassis: chassis_rx,
             };
             worker.run(store, revision, inputs).await;
         });
@@ -293,6 +343,12 @@ impl LocalController {
     /// holds the new IR (what [`p4`] writes to a P4Runtime target).
     pub fn subscribe_compiles(&self) -> tokio::sync::watch::Receiver<u64> {
         self.compiled.subscribe()
+    }
+
+    /// Becomes true once the first binding snapshot is compiled: back ends sync only from
+    /// then on (before it, bound ports' entries would be deleted and written again).
+    pub fn bindings_synced(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.synced.subscribe()
     }
 
     /// Reads the whole topology and recompiles everything; returns the revision read.
@@ -416,6 +472,7 @@ impl LocalController {
             status_tx,
             packet_in_tx,
             mut ready,
+            mut chassis,
         } = inputs;
         loop {
             let mut watch = match store.watch(MODEL_PREFIX, Revision(revision.0 + 1)).await {
@@ -464,11 +521,16 @@ impl LocalController {
                         }
                         None => return,
                     },
+                    msg = next_chassis(&mut chassis) => match msg {
+                        Some(msg) => self.apply_chassis(msg, revision.0, &status_tx),
+                        None => chassis = None,
+                    },
                     ev = next_binding(&mut bindings) => match ev {
                         Some(BindingEvent::Synced) => {
                             if let Some(tx) = ready.take() {
                                 let _ = tx.send(());
                             }
+                            self.synced.send_replace(true);
                         }
                         Some(ev) => self.apply_binding(ev, revision.0, &status_tx),
                         None => bindings = None,
@@ -530,6 +592,7 @@ impl LocalController {
                         let _ = status_tx.send(PortStatus {
                             port: p.id,
                             active: true,
+                            host: self.chassis.as_deref().map(str::to_owned),
                         });
                     }
                 }
@@ -582,11 +645,17 @@ impl LocalController {
                 Some(o) => bindings.bind(port, o) != Some(o),
                 None => bindings.unbind(&port).is_some(),
             };
-            let known = topo.get_port(&port).is_some();
-            if known {
+            // A port unplugged here but bound elsewhere since (a move) is not ours to report.
+            let ours = topo.get_port(&port).is_some_and(|p| {
+                ofport.is_some()
+                    || p.binding_host_id.is_empty()
+                    || Some(p.binding_host_id.as_str()) == self.chassis.as_deref()
+            });
+            if ours {
                 let _ = status_tx.send(PortStatus {
                     port,
                     active: ofport.is_some() && active,
+                    host: ofport.and(self.chassis.as_deref().map(str::to_owned)),
                 });
             }
             if !changed {
@@ -604,6 +673,151 @@ impl LocalController {
     }
 }
 
+impl LocalController {
+    /// The live chassis as this host follows them.
+    pub fn chassis_view(&self) -> chassis::ChassisView {
+        self.chassis_view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A chassis registration changed: new overlay (full compile, flows only) and, on the
+    /// janitor host, dead chassis' ports set DOWN.
+    fn apply_chassis(
+        &self,
+        msg: ChassisMsg,
+        revision: u64,
+        status_tx: &mpsc::UnboundedSender<PortStatus>,
+    ) {
+        let Some(me) = self.chassis.clone() else {
+            return;
+        };
+        let view = {
+            let mut view = self.chassis_view.write().unwrap_or_else(|e| e.into_inner());
+            let changed = match msg {
+                ChassisMsg::Snapshot(kvs) => {
+                    let new = chassis::ChassisView::from_kvs(&kvs);
+                    let changed = new != *view;
+                    *view = new;
+                    changed
+                }
+                ChassisMsg::Event(ev) => match ev.kind {
+                    wyvern_store::EventKind::Put => view.put(&ev.kv),
+                    wyvern_store::EventKind::Delete => {
+                        let gone = view.delete(&ev.kv.key);
+                        if let Some(c) = &gone {
+                            tracing::warn!(chassis = %c.name, "chassis left (lease expired or stopped)");
+                        }
+                        gone.is_some()
+                    }
+                },
+            };
+            if !changed {
+                return;
+            }
+            view.clone()
+        };
+        let started = std::time::Instant::now();
+        let delta = {
+            let mut st = self.write();
+            if st.bindings.overlay().is_some() {
+                st.bindings.set_overlay(Some(view.overlay(&me)));
+            }
+            if view.is_janitor(&me) {
+                for p in st.topo.ports() {
+                    let dead = !p.binding_host_id.is_empty()
+                        && p.binding_host_id != *me
+                        && !view.all.contains_key(&p.binding_host_id);
+                    if dead && p.status != "DOWN" && !p.is_router_interface() {
+                        let _ = status_tx.send(PortStatus {
+                            port: p.id,
+                            active: false,
+                            host: None,
+                        });
+                    }
+                }
+            }
+            let State {
+                topo,
+                bindings,
+                compiler,
+            } = &mut *st;
+            let delta = compiler.full(topo, bindings);
+            let _ = self.keys_tx.send(compiler.take_key_changes());
+            delta
+        };
+        self.observe_incremental(started);
+        match delta {
+            Ok(delta) => self.push(&delta, revision),
+            Err(e) => tracing::error!(error = %e, "failed to compile a chassis change"),
+        }
+    }
+}
+
+/// What the chassis follower reports to the loop.
+enum ChassisMsg {
+    /// Every registration (after a watch had to be reopened from scratch).
+    Snapshot(Vec<wyvern_store::KeyValue>),
+    Event(wyvern_store::Event),
+}
+
+/// Follows `/wyvern/chassis/` from `rev` on, resyncing on a broken watch; holds this host's
+/// registration guard for as long as the loop runs.
+fn follow_chassis(
+    store: Arc<dyn Store>,
+    rev: Revision,
+    guard: wyvern_store::LeaseGuard,
+) -> mpsc::UnboundedReceiver<ChassisMsg> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let mut from = Revision(rev.0 + 1);
+        loop {
+            match store.watch(chassis::CHASSIS_PREFIX, from).await {
+                Ok(mut w) => {
+                    while let Some(ev) = w.next().await {
+                        match ev {
+                            Ok(ev) => {
+                                from = Revision(ev.revision().0 + 1);
+                                if tx.send(ChassisMsg::Event(ev)).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "chassis watch ended; resyncing");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "failed to watch chassis; retrying"),
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match store.range(chassis::CHASSIS_PREFIX).await {
+                Ok((kvs, r)) => {
+                    from = Revision(r.0 + 1);
+                    if tx.send(ChassisMsg::Snapshot(kvs)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "failed to read chassis"),
+            }
+        }
+    });
+    rx
+}
+
+async fn next_chassis(c: &mut Option<mpsc::UnboundedReceiver<ChassisMsg>>) -> Option<ChassisMsg> {
+    match c {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The loop's inputs and outputs besides the store.
 struct Inputs {
     bindings: Option<BindingWatch>,
@@ -612,17 +826,23 @@ struct Inputs {
     packet_in_tx: Option<mpsc::UnboundedSender<SwitchEvent>>,
     /// Fired on the first binding snapshot: switches are served from then on.
     ready: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Chassis registrations of every host (multi-host only).
+    chassis: Option<mpsc::UnboundedReceiver<ChassisMsg>>,
 }
 
 /// Writes key allocations to the store, in order, one transaction per compile.
-async fn persist_keys(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<KeyChanges>) {
+async fn persist_keys(
+    store: Arc<dyn Store>,
+    prefix: String,
+    mut rx: mpsc::UnboundedReceiver<KeyChanges>,
+) {
     while let Some(changes) = rx.recv().await {
         if changes.is_empty() {
             continue;
         }
         let mut txn = Txn::new();
         for (kind, id, k) in changes {
-            let key = format!("{KEYS_PREFIX}{}/{id}", kind.as_str());
+            let key = format!("{prefix}{}/{id}", kind.as_str());
             txn = match k {
                 Some(k) => txn.put(key, k.to_string()),
                 None => txn.delete(key),

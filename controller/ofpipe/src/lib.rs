@@ -171,6 +171,14 @@ pub fn map_flow(flow: &Flow) -> Result<DesiredFlow, OfMapError> {
             }),
             Action::Flood(k) => actions.push(OfAction::Group(k.0)),
             Action::Goto(s) => goto = Some(table_of(s)),
+            Action::Tunnel { port, vni, remote } => actions.extend([
+                set_field(Field::TunId, vni.into()),
+                set_field(Field::TunIpv4Dst, u32::from(remote).into()),
+                OfAction::Output {
+                    port: PortNo(port),
+                    max_len: 0,
+                },
+            ]),
         }
     }
     let mut instructions = if actions.is_empty() {

@@ -60,6 +60,8 @@ impl Default for CompileConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bindings {
     ofports: HashMap<Uuid, u32>,
+    /// Remote chassis and the tunnel port, when this host is part of an overlay.
+    overlay: Option<crate::overlay::Overlay>,
 }
 
 impl Bindings {
@@ -84,6 +86,13 @@ impl Bindings {
     }
     pub fn is_empty(&self) -> bool {
         self.ofports.is_empty()
+    }
+    /// Sets the overlay view (chassis list changed): callers recompile in full.
+    pub fn set_overlay(&mut self, overlay: Option<crate::overlay::Overlay>) {
+        self.overlay = overlay;
+    }
+    pub fn overlay(&self) -> Option<&crate::overlay::Overlay> {
+        self.overlay.as_ref()
     }
 }
 
@@ -459,12 +468,14 @@ impl Compiler {
             Owner::Network(id) => {
                 if topo.get_network(&id).is_some() {
                     let nk = NetKey(self.nets.get_or_alloc(id));
-                    out.push(
-                        Flow::new(Stage::L2Lookup, 50, owner)
-                            .m(Match::Network(nk))
-                            .m(Match::EthDstMulticast)
-                            .a(Action::Flood(nk)),
-                    );
+                    let mut flood = Flow::new(Stage::L2Lookup, 50, owner)
+                        .m(Match::Network(nk))
+                        .m(Match::EthDstMulticast);
+                    if let Some(o) = bindings.overlay() {
+                        o.network_flows(&id, nk, owner, &mut out);
+                        flood.actions = o.flood_copies(topo, &id);
+                    }
+                    out.push(flood.a(Action::Flood(nk)));
                     let mut ports: Vec<u32> = topo
                         .network_ports(&id)
                         .filter(|p| p.admin_state_up)
@@ -537,6 +548,19 @@ impl Compiler {
         }
 
         let Some(ofport) = bindings.ofport(&p.id) else {
+            // Bound on another chassis: deliver through the tunnel to it.
+            let remote = bindings.overlay().and_then(|o| Some((o, o.remote_of(p)?)));
+            if let (Some((o, remote)), true) = (remote, p.admin_state_up) {
+                out.push(
+                    Flow::new(Stage::Egress, 100, owner)
+                        .m(Match::OutPort(pk))
+                        .a(Action::Tunnel {
+                            port: o.tunnel_ofport,
+                            vni: crate::overlay::vni_of(&p.network_id),
+                            remote,
+                        }),
+                );
+            }
             return;
         };
         if !p.admin_state_up {

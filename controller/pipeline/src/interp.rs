@@ -276,6 +276,8 @@ impl Interpreter {
                         verdict = Some(Verdict::Output { ports, packet: pkt });
                     }
                     Action::Goto(s) => next = Some(s),
+                    // One host is modelled: copies into the overlay leave it.
+                    Action::Tunnel { .. } => {}
                 }
             }
             match (verdict, next) {

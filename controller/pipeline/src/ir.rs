@@ -172,6 +172,13 @@ pub enum Action {
     Flood(NetKey),
     /// Continue at a later stage.
     Goto(Stage),
+    /// A copy out of the flow-based tunnel switch port `port` to the chassis at `remote`,
+    /// with the network's VNI as key (not terminal: several may precede a flood).
+    Tunnel {
+        port: u32,
+        vni: u32,
+        remote: Ipv4Addr,
+    },
 }
 
 impl Action {
@@ -323,6 +330,7 @@ fn fmt_action(f: &mut fmt::Formatter<'_>, a: &Action) -> fmt::Result {
         Action::Output(p) => write!(f, "output({p})"),
         Action::Flood(k) => write!(f, "flood({})", k.0),
         Action::Goto(s) => write!(f, "goto({s})"),
+        Action::Tunnel { port, vni, remote } => write!(f, "tunnel({port},vni={vni},{remote})"),
     }
 }
 

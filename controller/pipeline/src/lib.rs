@@ -5,6 +5,7 @@ pub mod check;
 pub mod compile;
 pub mod interp;
 pub mod ir;
+pub mod overlay;
 pub mod stage;
 
 pub use check::{check_flow, CheckError};
@@ -13,4 +14,5 @@ pub use interp::{Interpreter, Packet, Trace, Verdict};
 pub use ir::{
     Action, FieldKind, FloodGroup, Flow, Match, NetKey, Owner, PortKey, PuntReason, RouterKey,
 };
+pub use overlay::{vni_of, Overlay};
 pub use stage::{Miss, Stage, StageDecl, STAGES};

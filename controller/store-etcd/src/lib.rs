@@ -30,13 +30,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
     Client, CompactionOptions, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType,
-    GetOptions, KvClient, Txn as EtcdTxn, TxnOp, WatchClient, WatchOptions,
+    GetOptions, KvClient, LeaseClient, PutOptions, Txn as EtcdTxn, TxnOp, WatchClient,
+    WatchOptions,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use wyvern_store::{
-    Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn, TxnResult,
-    WatchStream,
+    Compare, Event, EventKind, KeyValue, LeaseGuard, Op, Revision, Store, StoreError, Txn,
+    TxnResult, WatchStream,
 };
 
 /// Largest gRPC message accepted from etcd (ranges are paged well below it).
@@ -113,6 +114,7 @@ where
 pub struct EtcdStore {
     kv: KvClient,
     watch: WatchClient,
+    lease: LeaseClient,
     opts: EtcdOptions,
     /// Watch streams reopened after a break (member death, lost leader), for metrics and tests.
     resumptions: Arc<AtomicU64>,
@@ -222,6 +224,7 @@ impl EtcdStore {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
+            lease: client.lease_client(),
             opts,
             resumptions: Arc::new(AtomicU64::new(0)),
         });
@@ -269,6 +272,26 @@ impl EtcdStore {
                 Err(e) => return Err(backend(op)(e)),
             }
         }
+    }
+
+    /// Grants a lease of `ttl_s` seconds and puts the key under it; returns the lease id.
+    async fn grant_and_put(&self, key: &str, value: &Bytes, ttl_s: i64) -> Result<i64, StoreError> {
+        let mut lease = self.lease.clone();
+        let id = lease
+            .grant(ttl_s, None)
+            .await
+            .map_err(backend("grant a lease"))?
+            .id();
+        let (key, value) = (key.to_string(), value.to_vec());
+        self.retrying("put a leased key", never_applied, |mut kv| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                kv.put(key, value, Some(PutOptions::new().with_lease(id)))
+                    .await
+            }
+        })
+        .await?;
+        Ok(id)
     }
 
     /// One page of a range: keys in `[start, end)` at `revision` (0: the current one).
@@ -425,6 +448,42 @@ impl Store for EtcdStore {
         .boxed())
     }
 
+    async fn put_leased(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> Result<LeaseGuard, StoreError> {
+        let ttl_s = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let id = self.grant_and_put(key, &value, ttl_s).await?;
+        let current = Arc::new(std::sync::atomic::AtomicI64::new(id));
+        let keeper = LeaseKeeper {
+            store: EtcdStore {
+                kv: self.kv.clone(),
+                watch: self.watch.clone(),
+                lease: self.lease.clone(),
+                opts: self.opts.clone(),
+                resumptions: self.resumptions.clone(),
+            },
+            key: key.to_string(),
+            value,
+            ttl_s,
+            current: current.clone(),
+        };
+        let task = tokio::spawn(keeper.run());
+        let mut lease = self.lease.clone();
+        Ok(LeaseGuard::new(move || {
+            task.abort();
+            // Revoke at once so that others see the key go now, not a TTL later.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let id = current.load(Ordering::Relaxed);
+                rt.spawn(async move {
+                    let _ = lease.revoke(id).await;
+                });
+            }
+        }))
+    }
+
     async fn revision(&self) -> Result<Revision, StoreError> {
         let resp = self
             .retrying("read the revision", transient, |mut kv| async move {
@@ -460,6 +519,70 @@ impl Store for EtcdStore {
 }
 
 /// One logical watch, possibly spread over several etcd watch streams.
+/// Keeps a leased key alive: keep-alives at a third of the TTL; a lease that expired anyway
+/// (etcd unreachable for longer than the TTL) is granted anew and the key put again, so the
+/// host reappears once etcd is back.
+struct LeaseKeeper {
+    store: EtcdStore,
+    key: String,
+    value: Bytes,
+    ttl_s: i64,
+    current: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl LeaseKeeper {
+    async fn run(self) {
+        let period = Duration::from_millis(u64::try_from(self.ttl_s).unwrap_or(1) * 1000 / 3);
+        loop {
+            let id = self.current.load(Ordering::Relaxed);
+            let alive = self.keep(id, period).await;
+            if alive {
+                // The stream broke while the lease lived: reopen it after a pause.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            match self
+                .store
+                .grant_and_put(&self.key, &self.value, self.ttl_s)
+                .await
+            {
+                Ok(id) => {
+                    tracing::warn!(key = %self.key, lease = id, "lease had expired; key put again");
+                    self.current.store(id, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(key = %self.key, error = %e, "failed to renew an expired lease; retrying");
+                    tokio::time::sleep(period.min(Duration::from_secs(1))).await;
+                }
+            }
+        }
+    }
+
+    /// Sends keep-alives until the stream breaks (returns true: the lease may still live)
+    /// or etcd says the lease is gone (false).
+    async fn keep(&self, id: i64, period: Duration) -> bool {
+        let mut client = self.store.lease.clone();
+        let (mut keeper, mut stream) = match client.keep_alive(id).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::debug!(error = %e, "failed to open a lease keep-alive stream");
+                return true;
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(r)) if r.ttl() <= 0 => return false,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return true,
+            }
+            tokio::time::sleep(period).await;
+            if keeper.keep_alive().await.is_err() {
+                return true;
+            }
+        }
+    }
+}
+
 struct Watcher {
     client: WatchClient,
     start: Vec<u8>,

@@ -205,4 +205,53 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<Revision, StoreError> {
         Ok(self.txn(Txn::new().delete(key)).await?.revision)
     }
+
+    /// Puts `key` = `value` and keeps it only while its writer lives: the key disappears
+    /// (a delete event) about `ttl` after the returned guard is dropped or the process dies.
+    /// How hosts announce themselves (chassis registration).
+    ///
+    /// The default, for a store only one process uses (redb), is a plain put that the guard
+    /// does not remove: with one host there is nobody to tell, and a restarted host
+    /// overwrites its own key.
+    async fn put_leased(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: std::time::Duration,
+    ) -> Result<LeaseGuard, StoreError> {
+        let _ = ttl;
+        self.put(key, value).await?;
+        Ok(LeaseGuard::default())
+    }
+}
+
+/// Keeps a leased key alive; dropping it releases the lease (see [`Store::put_leased`]).
+#[derive(Default)]
+pub struct LeaseGuard {
+    on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl LeaseGuard {
+    /// A guard that runs `release` when dropped (stops keep-alives, revokes the lease).
+    pub fn new(release: impl FnOnce() + Send + Sync + 'static) -> Self {
+        LeaseGuard {
+            on_drop: Some(Box::new(release)),
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+impl fmt::Debug for LeaseGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseGuard")
+            .field("releases", &self.on_drop.is_some())
+            .finish()
+    }
 }

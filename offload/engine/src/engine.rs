@@ -733,6 +733,8 @@ impl Engine {
                         })
                     }
                     Action::Goto(s) => next = Some(s),
+                    // No tunnels in the software engine: overlay copies are not taken.
+                    Action::Tunnel { .. } => {}
                 }
             }
             match next {

@@ -381,7 +381,7 @@ pub struct Vm {
 }
 
 impl Vm {
-    fn attach(
+    pub fn attach(
         ovs: &OvsSandbox,
         lab_dir: &Path,
         name: &str,
