@@ -33,6 +33,9 @@ pub struct AppsConfig {
     pub dhcp_rate_per_sec: u32,
     /// ...and the burst it may use at once.
     pub dhcp_burst: u32,
+    /// Answer relayed requests (giaddr set) whose relay is a port of the client's network
+    /// speaking from its own fixed IP; off by default (clients are answered on their port).
+    pub dhcp_allow_relay: bool,
     /// Source MAC of DHCP replies on subnets without a router interface.
     pub dhcp_server_mac: [u8; 6],
     /// Idle timeout of reactively installed routes, seconds.
@@ -45,6 +48,7 @@ impl Default for AppsConfig {
             dhcp: DhcpConfig::default(),
             dhcp_rate_per_sec: 20,
             dhcp_burst: 40,
+            dhcp_allow_relay: false,
             dhcp_server_mac: [0xfa, 0x16, 0x3e, 0xff, 0xff, 0xfe],
             reactive_idle_timeout: 60,
         }
@@ -54,7 +58,7 @@ impl Default for AppsConfig {
 /// What the apps did, by event (for `wyvern status` and metrics).
 #[derive(Debug)]
 pub struct AppStats {
-    counts: Mutex<BTreeMap<String, u64>>,
+    counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// Packet-in handling time by punt reason (`unknown` when the reason is unreadable).
     pub handling_duration: wyvern_metrics::prometheus::HistogramVec,
     /// Port key -> when its last DHCPACK runs out; RELEASE removes it. One entry per port
@@ -127,9 +131,11 @@ impl AppStats {
         }
     }
 
-    fn bump(&self, what: impl Into<String>) {
+    /// Counts one `what:label` event (`label` empty: just `what`). Static strings, so the
+    /// packet-in path allocates nothing for its counters.
+    fn bump(&self, what: &'static str, label: &'static str) {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        *c.entry(what.into()).or_default() += 1;
+        *c.entry((what, label)).or_default() += 1;
     }
 
     /// Every counter, e.g. `dhcp_reply:offer`, `dhcp_drop:rate_limited`, `icmp_echo_reply`.
@@ -137,7 +143,16 @@ impl AppStats {
         self.counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .map(|((what, label), n)| {
+                let key = if label.is_empty() {
+                    (*what).to_owned()
+                } else {
+                    format!("{what}:{label}")
+                };
+                (key, *n)
+            })
+            .collect()
     }
 
     pub fn get(&self, what: &str) -> u64 {
@@ -220,12 +235,12 @@ fn reg(p: &PacketIn, field: Field) -> Option<u32> {
 fn send_out(ctrl: &LocalController, stats: &AppStats, via: &Via, port: u32, frame: Vec<u8>) {
     if let Via::P4(out) = via {
         if !out.to_port(port, frame) {
-            stats.bump("packet_out_failed:p4_stopped");
+            stats.bump("packet_out_failed", "p4_stopped");
         }
         return;
     }
     let Some(sw) = ctrl.ofctrl().switch() else {
-        stats.bump("packet_out_failed:no_switch");
+        stats.bump("packet_out_failed", "no_switch");
         return;
     };
     let po = PacketOut {
@@ -238,7 +253,7 @@ fn send_out(ctrl: &LocalController, stats: &AppStats, via: &Via, port: u32, fram
         data: frame,
     };
     if sw.packet_out(po).is_err() {
-        stats.bump("packet_out_failed:disconnected");
+        stats.bump("packet_out_failed", "disconnected");
     }
 }
 
@@ -256,7 +271,7 @@ async fn handle(
         .and_then(|u| u.first())
         .and_then(|c| PuntReason::from_code(*c));
     let label = punt_label(reason);
-    stats.bump(format!("packet_in:{label}"));
+    stats.bump("packet_in", label);
     let started = Instant::now();
     dispatch(ctrl, cfg, stats, limiter, p, reason, via).await;
     stats
@@ -275,30 +290,30 @@ async fn dispatch(
     via: &Via,
 ) {
     let (Some(reason), Some(in_port)) = (reason, reg(&p, Field::InPort)) else {
-        stats.bump("packet_in_drop:unknown_reason");
+        stats.bump("packet_in_drop", "unknown_reason");
         return;
     };
     match reason {
         PuntReason::Dhcp => dhcp(ctrl, cfg, stats, limiter, &p, in_port, via),
         PuntReason::IcmpToRouter => {
             let Ok(sum) = wyvern_apps::parse_packet_in(&p.data) else {
-                stats.bump("packet_in_drop:malformed");
+                stats.bump("packet_in_drop", "malformed");
                 return;
             };
             let Some(ip) = sum.ipv4 else { return };
             match wyvern_apps::icmp_echo_reply(&p.data, ip.dst, sum.eth_dst) {
                 Some(reply) => {
-                    stats.bump("icmp_echo_reply");
+                    stats.bump("icmp_echo_reply", "");
                     send_out(ctrl, stats, via, in_port, reply);
                 }
-                None => stats.bump("icmp_drop:not_echo"),
+                None => stats.bump("icmp_drop", "not_echo"),
             }
         }
         PuntReason::TtlExpired => ttl_expired(ctrl, stats, &p, in_port, via),
         PuntReason::L3Miss => match via {
             Via::OpenFlow => l3_miss(ctrl, cfg, stats, &p, in_port).await,
             // Reactive routes are installed through OpenFlow only (not yet through P4).
-            Via::P4(_) => stats.bump("l3_drop:p4_reactive_unsupported"),
+            Via::P4(_) => stats.bump("l3_drop", "p4_reactive_unsupported"),
         },
     }
 }
@@ -313,99 +328,144 @@ fn dhcp(
     via: &Via,
 ) {
     let Some(pk) = reg(p, Field::Reg(crate::REG_INPORT)) else {
-        stats.bump("dhcp_drop:no_port");
+        stats.bump("dhcp_drop", "no_port");
         return;
     };
+    // The bucket is the sending port's, a relay's included: one VM, one budget.
     if !limiter.allow(pk, Instant::now()) {
-        stats.bump("dhcp_drop:rate_limited");
+        stats.bump("dhcp_drop", "rate_limited");
         return;
     }
-    let ctx = {
+    let relayed = cfg
+        .dhcp_allow_relay
+        .then(|| wyvern_apps::relayed_client(&p.data))
+        .flatten();
+    let found = {
         let st = ctrl.state().read().unwrap_or_else(|e| e.into_inner());
         let Some(port) = st
             .compiler
             .port_by_key(PortKey(pk))
             .and_then(|id| st.topo.get_port(&id))
         else {
-            stats.bump("dhcp_drop:unknown_port");
+            stats.bump("dhcp_drop", "unknown_port");
             return;
         };
-        let found = port.fixed_ips.iter().find_map(|f| {
-            st.topo
-                .get_subnet(&f.subnet_id)
-                .filter(|s| s.enable_dhcp)
-                .map(|s| (f.ip_address, s.clone()))
-        });
-        let Some((ip, subnet)) = found else {
-            stats.bump("dhcp_drop:no_dhcp_subnet");
-            return;
-        };
-        let mtu = st
-            .topo
-            .get_network(&port.network_id)
-            .map(|n| n.mtu)
-            .unwrap_or(1500);
-        // The router interface on the subnet is the server, as the gateway the client uses.
-        let router_mac = st
-            .topo
-            .network_ports(&port.network_id)
-            .find(|q| {
-                q.is_router_interface() && q.fixed_ips.iter().any(|f| f.subnet_id == subnet.id)
-            })
-            .map(|q| q.mac_address.0);
-        let server_ip = subnet
-            .gateway_ip
-            .or_else(|| subnet.cidr.hosts().last())
-            .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        DhcpPortContext {
-            port_mac: EthernetAddress(port.mac_address.0),
-            port_ip: ip,
-            subnet: DhcpSubnet {
-                cidr: subnet.cidr,
-                gateway: subnet.gateway_ip,
-                dns_nameservers: subnet.dns_nameservers.clone(),
-                host_routes: subnet
-                    .host_routes
-                    .iter()
-                    .map(|r| wyvern_apps::HostRoute {
-                        destination: r.destination,
-                        nexthop: r.nexthop,
-                    })
-                    .collect(),
-                network_mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
-            },
-            server_ip,
-            server_mac: EthernetAddress(router_mac.unwrap_or(cfg.dhcp_server_mac)),
+        match relayed {
+            None => port_context(&st.topo, cfg, port, None).map(|ctx| (ctx, pk, None)),
+            Some((giaddr, chaddr)) => {
+                // The relay is this port, speaking from one of its own fixed IPs; the
+                // client is the port with the chaddr on the same network, with an address
+                // on giaddr's subnet (as a Neutron dnsmasq answers a relay in its subnet).
+                let Some(relay_ip) = port.fixed_ips.iter().find(|f| f.ip_address == giaddr) else {
+                    stats.bump("dhcp_drop", "relay_not_port_ip");
+                    return;
+                };
+                let client = st
+                    .topo
+                    .mac_owner(&port.network_id, wyvern_model::MacAddr(chaddr.0))
+                    .and_then(|id| st.topo.get_port(&id));
+                let Some(client) = client else {
+                    stats.bump("dhcp_drop", "relay_unknown_client");
+                    return;
+                };
+                let client_key = st.compiler.port_key(&client.id).map_or(pk, |k| k.0);
+                let relay = wyvern_apps::DhcpRelay {
+                    giaddr,
+                    relay_mac: EthernetAddress(port.mac_address.0),
+                };
+                port_context(&st.topo, cfg, client, Some(relay_ip.subnet_id))
+                    .map(|ctx| (ctx, client_key, Some(relay)))
+            }
         }
     };
-    match wyvern_apps::handle_dhcp(&p.data, &ctx, &cfg.dhcp) {
+    let Some((ctx, lease_key, relay)) = found else {
+        stats.bump("dhcp_drop", "no_dhcp_subnet");
+        return;
+    };
+    let handled = match &relay {
+        None => wyvern_apps::handle_dhcp(&p.data, &ctx, &cfg.dhcp),
+        Some(r) => wyvern_apps::handle_dhcp_relayed(&p.data, &ctx, &cfg.dhcp, r),
+    };
+    match handled {
         Ok(outcome) => {
-            stats.bump(format!("dhcp_message:{}", outcome.request.label()));
+            stats.bump("dhcp_message", outcome.request.label());
             match outcome.reply_kind() {
                 Some(wyvern_apps::DhcpReplyKind::Ack) => stats.lease(
-                    pk,
+                    lease_key,
                     Some(Instant::now() + Duration::from_secs(u64::from(cfg.dhcp.lease_time_secs))),
                 ),
                 None if matches!(outcome.request, wyvern_apps::DhcpRequestKind::Release) => {
-                    stats.lease(pk, None)
+                    stats.lease(lease_key, None)
                 }
                 _ => {}
             }
             match outcome.reply_kind() {
-                Some(kind) => stats.bump(format!("dhcp_reply:{}", kind.label())),
-                None => stats.bump(format!("dhcp_request:{}", outcome.request.label())),
+                Some(kind) => stats.bump("dhcp_reply", kind.label()),
+                None => stats.bump("dhcp_request", outcome.request.label()),
             }
             if let Some(frame) = outcome.reply_frame() {
                 send_out(ctrl, stats, via, in_port, frame.to_vec());
             }
         }
-        Err(drop) => stats.bump(format!("dhcp_drop:{}", drop.label())),
+        Err(drop) => stats.bump("dhcp_drop", drop.label()),
     }
+}
+
+/// What the DHCP server needs about `port`: its fixed IP on a DHCP-enabled subnet (on
+/// `only_subnet` when given), the subnet, the network MTU, and the subnet's gateway port
+/// as the server (from the router-interface index, no scan of the network's ports).
+fn port_context(
+    topo: &wyvern_model::Topology,
+    cfg: &AppsConfig,
+    port: &wyvern_model::Port,
+    only_subnet: Option<uuid::Uuid>,
+) -> Option<DhcpPortContext> {
+    let (ip, subnet) = port.fixed_ips.iter().find_map(|f| {
+        if only_subnet.is_some_and(|s| s != f.subnet_id) {
+            return None;
+        }
+        topo.get_subnet(&f.subnet_id)
+            .filter(|s| s.enable_dhcp)
+            .map(|s| (f.ip_address, s))
+    })?;
+    let mtu = topo
+        .get_network(&port.network_id)
+        .map(|n| n.mtu)
+        .unwrap_or(1500);
+    // The router interface on the subnet is the server, as the gateway the client uses.
+    let router_mac = topo
+        .subnet_router_interfaces(&subnet.id)
+        .next()
+        .map(|q| q.mac_address.0);
+    let server_ip = subnet
+        .gateway_ip
+        .or_else(|| subnet.cidr.hosts().last())
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    Some(DhcpPortContext {
+        port_mac: EthernetAddress(port.mac_address.0),
+        port_ip: ip,
+        subnet: DhcpSubnet {
+            cidr: subnet.cidr,
+            gateway: subnet.gateway_ip,
+            dns_nameservers: subnet.dns_nameservers.clone(),
+            host_routes: subnet
+                .host_routes
+                .iter()
+                .map(|r| wyvern_apps::HostRoute {
+                    destination: r.destination,
+                    nexthop: r.nexthop,
+                })
+                .collect(),
+            network_mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+        },
+        server_ip,
+        server_mac: EthernetAddress(router_mac.unwrap_or(cfg.dhcp_server_mac)),
+    })
 }
 
 fn ttl_expired(ctrl: &LocalController, stats: &AppStats, p: &PacketIn, in_port: u32, via: &Via) {
     let Ok(sum) = wyvern_apps::parse_packet_in(&p.data) else {
-        stats.bump("packet_in_drop:malformed");
+        stats.bump("packet_in_drop", "malformed");
         return;
     };
     // The router answers from the interface the packet was addressed to.
@@ -421,15 +481,15 @@ fn ttl_expired(ctrl: &LocalController, stats: &AppStats, p: &PacketIn, in_port: 
         })
     };
     let Some(ip) = iface_ip else {
-        stats.bump("icmp_drop:unknown_router");
+        stats.bump("icmp_drop", "unknown_router");
         return;
     };
     match wyvern_apps::icmp_time_exceeded(&p.data, ip, sum.eth_dst) {
         Some(reply) => {
-            stats.bump("icmp_time_exceeded");
+            stats.bump("icmp_time_exceeded", "");
             send_out(ctrl, stats, via, in_port, reply);
         }
-        None => stats.bump("icmp_drop:no_time_exceeded"),
+        None => stats.bump("icmp_drop", "no_time_exceeded"),
     }
 }
 
@@ -441,7 +501,7 @@ async fn l3_miss(
     in_port: u32,
 ) {
     let Ok(sum) = wyvern_apps::parse_packet_in(&p.data) else {
-        stats.bump("packet_in_drop:malformed");
+        stats.bump("packet_in_drop", "malformed");
         return;
     };
     let Some(ip) = sum.ipv4 else { return };
@@ -453,41 +513,88 @@ async fn l3_miss(
         router.and_then(|r| compiler.reactive_route(topo, r, ip.dst))
     };
     let Some(flow) = flow else {
-        stats.bump("l3_drop:unknown_host");
+        stats.bump("l3_drop", "unknown_host");
         return;
     };
     let Ok(mut desired) = wyvern_ofpipe::map_flow(&flow) else {
-        stats.bump("l3_drop:unmappable");
+        stats.bump("l3_drop", "unmappable");
         return;
     };
     desired.idle_timeout = cfg.reactive_idle_timeout;
     // The switch reports the expiry (FLOW_REMOVED), counted as an expired reactive flow.
     desired.flags |= wyvern_openflow::wire::flow_flags::SEND_FLOW_REM;
     let Some(sw) = ctrl.ofctrl().switch() else {
-        stats.bump("l3_drop:no_switch");
+        stats.bump("l3_drop", "no_switch");
         return;
     };
-    // Flow first, then a barrier, then the packet through the pipeline again: it meets the
-    // new flow and is delivered, never lost.
+    // The packet is released with the route's own actions (registers as they were at the
+    // punt, then TTL, MACs, network and out-port, then the route's next table), so it does
+    // not depend on the flow-mod having been applied: no barrier round trip, and nothing is
+    // lost whatever order the switch processes the two messages in.
+    let actions = route_packet_out_actions(p, &desired.instructions);
     if sw
         .send(&Message::FlowMod(desired.flow_mod(FlowModCommand::Add)))
         .is_err()
-        || sw.barrier().await.is_err()
     {
-        stats.bump("l3_drop:disconnected");
+        stats.bump("l3_drop", "disconnected");
         return;
     }
-    stats.bump("reactive_flow_installed");
+    stats.bump("reactive_flow_installed", "");
     let po = PacketOut {
         buffer_id: NO_BUFFER,
         in_port: PortNo(in_port),
-        actions: vec![Action::Output {
-            port: PortNo::TABLE,
-            max_len: 0,
-        }],
+        actions,
         data: p.data.clone(),
     };
     if sw.packet_out(po).is_err() {
-        stats.bump("packet_out_failed:disconnected");
+        stats.bump("packet_out_failed", "disconnected");
     }
+}
+
+/// Pipeline registers a punted packet carries (network, router, in-port, out-port).
+const PIPELINE_REGS: [u8; 4] = [
+    crate::REG_NETWORK,
+    crate::REG_ROUTER,
+    crate::REG_INPORT,
+    crate::REG_OUTPORT,
+];
+
+/// The packet-out actions that route a punted packet as `route` (the reactive flow's
+/// instructions) would: its registers restored from the packet-in, the route's apply
+/// actions, then `resubmit` to the route's next table (egress) or, for a route without
+/// one, nothing more. A route with instructions a packet-out cannot carry (write actions,
+/// metadata, unknown ones) falls back to the whole pipeline from table 0, which by then
+/// may or may not hold the new flow; the compiler's routes never have those.
+fn route_packet_out_actions(
+    p: &PacketIn,
+    route: &wyvern_openflow::wire::Instructions,
+) -> Vec<Action> {
+    let plain = !route.clear_actions
+        && route.write_actions.is_none()
+        && route.write_metadata.is_none()
+        && route.unknown.is_empty();
+    if !plain {
+        return vec![Action::Output {
+            port: PortNo::TABLE,
+            max_len: 0,
+        }];
+    }
+    let mut actions: Vec<Action> = PIPELINE_REGS
+        .iter()
+        .filter_map(|&r| {
+            let value = reg(p, Field::Reg(r))?;
+            Some(Action::SetField {
+                field: Field::Reg(r),
+                value: value.into(),
+            })
+        })
+        .collect();
+    actions.extend(route.apply_actions.iter().cloned());
+    if let Some(table) = route.goto_table {
+        actions.push(Action::Resubmit {
+            in_port: None,
+            table: Some(table),
+        });
+    }
+    actions
 }
