@@ -237,6 +237,8 @@ async fn route(
                 format!("Extension with alias {alias} does not exist"),
             )),
         },
+        (["wyvern", "topology"], Method::GET) => topology(st, &ctx).await,
+        (["wyvern", "topology"], _) => Err(HttpError::method_not_allowed()),
         (["agents"], Method::GET) => ok_json(StatusCode::OK, &json!({ "agents": [] })),
         (["agents", id], Method::GET | Method::PUT | Method::DELETE) => Err(HttpError::new(
             StatusCode::NOT_FOUND,
@@ -594,6 +596,79 @@ fn list(
 }
 
 /// A current object of the topology with its cached JSON.
+/// Response header of `GET /v2.0/wyvern/topology`: the store revision of the answer.
+const REVISION_HEADER: &str = "x-wyvern-revision";
+
+/// `GET /v2.0/wyvern/topology`: every network, subnet, port and router the caller may see,
+/// read from the store at ONE revision (named in the body and in `X-Wyvern-Revision`), as
+/// `{"topology": {"revision": N, "networks": [...], "subnets": [...], "ports": [...],
+/// "routers": [...]}}`, each list sorted by id. Objects have exactly their list JSON. Four
+/// list requests could each see a different state; this is one consistent cut (what a
+/// checkpoint needs). Served from the store rather than memory, which may hold writes whose
+/// commit is still in flight.
+async fn topology(st: &AppState, ctx: &RequestContext) -> Result<Response, HttpError> {
+    let (t, rev) = st.svc.read_committed().await?;
+    fn push_list<'a, T: 'a>(
+        body: &mut Vec<u8>,
+        key: &str,
+        items: impl Iterator<Item = &'a Arc<T>>,
+        id: fn(&T) -> Uuid,
+        json: impl Fn(&Arc<T>) -> Vec<u8>,
+    ) {
+        let mut items: Vec<&Arc<T>> = items.collect();
+        items.sort_by_key(|o| id(o));
+        body.extend_from_slice(format!(",\"{key}\":[").as_bytes());
+        for (i, o) in items.into_iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&json(o));
+        }
+        body.push(b']');
+    }
+    fn stored<T: Serialize>(t: &Topology, kind: Kind, id: Uuid, o: &T) -> Vec<u8> {
+        match t.json_of(kind, &id) {
+            Some(b) => b.to_vec(),
+            None => serde_json::to_vec(o).unwrap_or_default(),
+        }
+    }
+    let mut body = Vec::with_capacity(t.len() * 1024 + 128);
+    body.extend_from_slice(format!("{{\"topology\":{{\"revision\":{}", rev.0).as_bytes());
+    push_list(
+        &mut body,
+        "networks",
+        t.visible_networks(ctx),
+        |n| n.id,
+        |n| t.network_view_json(n),
+    );
+    push_list(
+        &mut body,
+        "subnets",
+        t.visible_subnets(ctx),
+        |s| s.id,
+        |s| stored(&t, Kind::Subnet, s.id, s),
+    );
+    push_list(
+        &mut body,
+        "ports",
+        t.visible_ports(ctx),
+        |p| p.id,
+        |p| stored(&t, Kind::Port, p.id, p),
+    );
+    push_list(
+        &mut body,
+        "routers",
+        t.visible_routers(ctx),
+        |r| r.id,
+        |r| stored(&t, Kind::Router, r.id, r),
+    );
+    body.extend_from_slice(b"}}");
+    let mut r = json_response(StatusCode::OK, body);
+    r.headers_mut()
+        .insert(REVISION_HEADER, HeaderValue::from(rev.0));
+    Ok(r)
+}
+
 fn cached<T>(t: &Topology, kind: Kind, o: &Arc<T>) -> Cached<Arc<T>>
 where
     Arc<T>: Listable,

@@ -361,6 +361,15 @@ impl NbService {
         *self.shared.synced.borrow()
     }
 
+    /// The whole topology exactly as the store holds it at one revision, and that revision.
+    /// Read from the store (one range read), not from memory: memory may hold writes whose
+    /// commit is still in flight, so it has no store revision to name. This is the
+    /// consistent cut a checkpoint needs (`GET /v2.0/wyvern/topology`).
+    pub async fn read_committed(&self) -> Result<(Topology, Revision), ApiError> {
+        let l = load(&*self.shared.store, &self.shared.model).await?;
+        Ok((l.topo, l.revision))
+    }
+
     /// Validates and applies one operation, then waits until its change is durable. The
     /// operation may run more than once (see the module docs), hence `Clone`.
     pub async fn write<R, F>(&self, op: F) -> Result<R, ApiError>
