@@ -595,7 +595,6 @@ fn list(
     Ok(json_response(StatusCode::OK, body))
 }
 
-/// A current object of the topology with its cached JSON.
 /// Response header of `GET /v2.0/wyvern/topology`: the store revision of the answer.
 const REVISION_HEADER: &str = "x-wyvern-revision";
 
@@ -669,6 +668,7 @@ async fn topology(st: &AppState, ctx: &RequestContext) -> Result<Response, HttpE
     Ok(r)
 }
 
+/// A current object of the topology with its cached JSON.
 fn cached<T>(t: &Topology, kind: Kind, o: &Arc<T>) -> Cached<Arc<T>>
 where
     Arc<T>: Listable,
