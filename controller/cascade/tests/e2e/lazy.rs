@@ -2,61 +2,12 @@
 //! there, each bottom holds exactly what its ports need (same ids, IPs, MACs), the routings
 //! are complete, and deleting at the top removes every bottom copy.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::Value;
-use wyvern_testkit::venv::Venv;
+use wyvern_testkit::openstack::{Os, OsAuth};
 
 use crate::common::*;
-
-const CLIENT: &str = "python-openstackclient==10.5.0";
-
-struct Os {
-    bin: PathBuf,
-    endpoint: String,
-}
-
-impl Os {
-    fn command(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new(&self.bin);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("OS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("OS_CLIENT_CONFIG_FILE", "/dev/null")
-            .args(["--os-auth-type", "none", "--os-endpoint", &self.endpoint])
-            .args(args)
-            .output()
-            .expect("openstack runs")
-    }
-
-    #[track_caller]
-    fn run(&self, args: &[&str]) {
-        let out = self.command(args);
-        assert!(
-            out.status.success(),
-            "openstack {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    #[track_caller]
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-f", "json"]);
-        let out = self.command(&all);
-        assert!(
-            out.status.success(),
-            "openstack {all:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("openstack prints JSON")
-    }
-}
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
@@ -65,17 +16,15 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openstack_cli_creates_lazily_in_each_pod_and_deletes_everywhere() {
-    let venv = Venv::ensure(
-        Path::new(env!("CARGO_TARGET_TMPDIR")),
-        "openstack",
-        &[CLIENT],
-    )
-    .expect("the openstack CLI installs from PyPI");
+    let venv = Os::venv(Path::new(env!("CARGO_TARGET_TMPDIR")))
+        .expect("the openstack CLI installs from PyPI");
     let sites = Sites::start().await.expect("two bottoms and a top start");
-    let os = Os {
-        bin: venv.bin("openstack"),
-        endpoint: sites.top.api_url(),
-    };
+    let os = Os::new(
+        &venv,
+        OsAuth::None {
+            endpoint: sites.top.api_url(),
+        },
+    );
     let (top, a, b) = (sites.top(), sites.bottom_a(), sites.bottom_b());
 
     let net = os.json(&["network", "create", "net1"]);
