@@ -38,6 +38,13 @@ struct Args {
     ports_per_net: usize,
     routers: usize,
     testpmd: bool,
+    /// Flow-cache settings to run: true = on, false = off.
+    caches: Vec<bool>,
+    /// Modes to run (l2, routed); empty = all.
+    only: Vec<String>,
+    engine_only: bool,
+    /// Distinct flows per direction (UDP source ports cycled through the templates).
+    flows: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -48,11 +55,19 @@ fn parse_args() -> Result<Args> {
         ports_per_net: 50,
         routers: 10,
         testpmd: true,
+        caches: vec![true, false],
+        only: Vec::new(),
+        engine_only: true,
+        flows: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         if k == "--no-testpmd" {
             a.testpmd = false;
+            continue;
+        }
+        if k == "--no-engine-only" {
+            a.engine_only = false;
             continue;
         }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
@@ -62,8 +77,21 @@ fn parse_args() -> Result<Args> {
             "--nets" => a.nets = v.parse()?,
             "--ports-per-net" => a.ports_per_net = v.parse()?,
             "--routers" => a.routers = v.parse()?,
+            "--flows" => a.flows = v.parse()?,
+            "--modes" => a.only = v.split(',').map(str::to_owned).collect(),
+            "--cache" => {
+                a.caches = match v.as_str() {
+                    "on" => vec![true],
+                    "off" => vec![false],
+                    "both" => vec![true, false],
+                    _ => bail!("--cache takes on, off or both"),
+                }
+            }
             _ => bail!("unknown argument {k}"),
         }
+    }
+    if a.flows == 0 || a.flows > 60_000 {
+        bail!("--flows must be 1 to 60000 (UDP source ports)");
     }
     if a.routers == 0 || a.nets <= a.routers || a.ports_per_net < 2 {
         bail!("need at least 2 ports per network and more networks than routers (routed mode)");
@@ -75,25 +103,44 @@ fn parse_args() -> Result<Args> {
 struct Mode {
     name: &'static str,
     ofports: [u32; 2],
-    templates: [Vec<u8>; 2],
+    /// Per direction: the frames cycled through (one per flow).
+    templates: [Vec<Vec<u8>>; 2],
     /// Stages a frame of this mode visits.
     stages: &'static [&'static str],
 }
 
-fn modes(t: &topo::Built, routers: usize, ppn: usize) -> Result<Vec<Mode>> {
+fn modes(t: &topo::Built, routers: usize, ppn: usize, flows: usize) -> Result<Vec<Mode>> {
     let a = &t.vms[0];
     let b = &t.vms[1];
     // Network `routers` is the next one on router 0 (network n sits on router n % routers).
     let c = &t.vms[routers * ppn];
     let gw_a = t.gateways[0].context("network 0 has a router")?;
     let gw_c = t.gateways[routers].context("network with vm c has a router")?;
+    // One flow: an ICMP echo (the session-1 template). More: UDP from source ports
+    // 10000, 10001, ... to port 5000, each a distinct exact-match cache key.
+    let frames = |p: Packet| -> Vec<Vec<u8>> {
+        if flows == 1 {
+            return vec![encode(&p, 0)];
+        }
+        (0..flows)
+            .map(|i| {
+                let mut q = p;
+                if let Some(ip) = q.ipv4.as_mut() {
+                    ip.proto = 17;
+                    ip.icmp_type = None;
+                    ip.udp = Some((10_000 + i as u16, 5000));
+                }
+                encode(&q, 0)
+            })
+            .collect()
+    };
     Ok(vec![
         Mode {
             name: "l2",
             ofports: [a.ofport, b.ofport],
             templates: [
-                encode(&Packet::ipv4(a.ofport, a.mac, b.mac, a.ip, b.ip, 64), 0),
-                encode(&Packet::ipv4(b.ofport, b.mac, a.mac, b.ip, a.ip, 64), 0),
+                frames(Packet::ipv4(a.ofport, a.mac, b.mac, a.ip, b.ip, 64)),
+                frames(Packet::ipv4(b.ofport, b.mac, a.mac, b.ip, a.ip, 64)),
             ],
             stages: &[
                 "classify",
@@ -107,8 +154,8 @@ fn modes(t: &topo::Built, routers: usize, ppn: usize) -> Result<Vec<Mode>> {
             name: "routed",
             ofports: [a.ofport, c.ofport],
             templates: [
-                encode(&Packet::ipv4(a.ofport, a.mac, gw_a.mac, a.ip, c.ip, 64), 0),
-                encode(&Packet::ipv4(c.ofport, c.mac, gw_c.mac, c.ip, a.ip, 64), 0),
+                frames(Packet::ipv4(a.ofport, a.mac, gw_a.mac, a.ip, c.ip, 64)),
+                frames(Packet::ipv4(c.ofport, c.mac, gw_c.mac, c.ip, a.ip, 64)),
             ],
             stages: &[
                 "classify",
@@ -142,21 +189,29 @@ fn main() -> Result<()> {
             )
         })
         .collect();
-    let modes = modes(&t, args.routers, args.ports_per_net)?;
+    let modes: Vec<Mode> = modes(&t, args.routers, args.ports_per_net, args.flows)?
+        .into_iter()
+        .filter(|m| args.only.is_empty() || args.only.iter().any(|o| o == m.name))
+        .collect();
     let engine = Arc::new(Mutex::new(engine));
 
     // Engine alone: the same templates processed from a buffer, no DPDK.
     let mut engine_only = serde_json::Map::new();
-    for (m, cache) in modes.iter().flat_map(|m| [(m, true), (m, false)]) {
+    let runs: Vec<(&Mode, bool)> = modes
+        .iter()
+        .flat_map(|m| args.caches.iter().map(move |c| (m, *c)))
+        .collect();
+    for &(m, cache) in runs.iter().filter(|_| args.engine_only) {
         let mut eng = engine.lock().map_err(|_| anyhow::anyhow!("engine lock"))?;
         eng.set_flow_cache(if cache { 4096 } else { 0 });
         let n = 5_000_000u64;
-        let mut buf = m.templates[0].clone();
+        let tpl = &m.templates[0];
+        let mut buf = tpl[0].clone();
         let cpu_before = thread_cpu_seconds();
         let start = Instant::now();
         let mut outputs = 0u64;
-        for _ in 0..n {
-            buf.copy_from_slice(&m.templates[0]);
+        for i in 0..n {
+            buf.copy_from_slice(&tpl[i as usize % tpl.len()]);
             if matches!(eng.process(&mut buf, m.ofports[0]), Verdict::Output(_)) {
                 outputs += 1;
             }
@@ -225,6 +280,7 @@ fn main() -> Result<()> {
         "cores": 1,
         "burst": args.burst,
         "seconds_per_mode": args.seconds,
+        "flows_per_direction": args.flows,
         "topology": {
             "networks": args.nets,
             "ports": t.vms.len(),
@@ -286,7 +342,10 @@ fn run_dpdk(
         ports.push(p);
     }
     let mut results = Vec::new();
-    for (m, cache) in modes.iter().flat_map(|m| [(m, true), (m, false)]) {
+    for (m, cache) in modes
+        .iter()
+        .flat_map(|m| args.caches.iter().map(move |c| (m, *c)))
+    {
         engine
             .lock()
             .map_err(|_| anyhow::anyhow!("engine lock"))?
@@ -304,8 +363,8 @@ fn run_dpdk(
                 ..Config::default()
             },
         )?;
-        fp.set_rx_template(0, Some(m.templates[0].clone()));
-        fp.set_rx_template(1, Some(m.templates[1].clone()));
+        fp.set_rx_templates(0, m.templates[0].clone());
+        fp.set_rx_templates(1, m.templates[1].clone());
         // Warm-up, then the measured window.
         let warm = Instant::now();
         while warm.elapsed() < Duration::from_millis(300) {
@@ -334,6 +393,7 @@ fn run_dpdk(
         results.push(json!({
             "mode": m.name,
             "flow_cache": cache,
+            "flows_per_direction": args.flows,
             "stages": m.stages,
             "mpps": rx as f64 / secs / 1e6,
             "cpu_share": cpu.map(|c| c / secs),

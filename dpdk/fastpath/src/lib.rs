@@ -136,7 +136,8 @@ pub struct FastPath<'p> {
     punt_tx: SyncSender<Punted>,
     inject_rx: Receiver<(u32, Vec<u8>)>,
     inject_tx: SyncSender<(u32, Vec<u8>)>,
-    templates: Vec<Option<Vec<u8>>>,
+    /// Benchmark-only RX templates per port, cycled (see `set_rx_templates`).
+    templates: Vec<Templates>,
     stats: Stats,
 }
 
@@ -182,7 +183,7 @@ impl<'p> FastPath<'p> {
                 punt_tx,
                 inject_rx,
                 inject_tx,
-                templates: vec![None; ports.len()],
+                templates: (0..ports.len()).map(|_| Templates::default()).collect(),
                 stats: Stats::default(),
             },
             punt_rx,
@@ -208,8 +209,14 @@ impl<'p> FastPath<'p> {
     /// `frame` before processing. The null PMD hands out frames of unspecified content;
     /// this makes them a chosen packet so the benchmark exercises a real pipeline path.
     pub fn set_rx_template(&mut self, index: usize, frame: Option<Vec<u8>>) {
+        self.set_rx_templates(index, frame.into_iter().collect());
+    }
+
+    /// BENCHMARKS ONLY: like [`FastPath::set_rx_template`] with several frames, written in
+    /// turn into successive received frames (many flows from one null port); empty = off.
+    pub fn set_rx_templates(&mut self, index: usize, frames: Vec<Vec<u8>>) {
         if let Some(t) = self.templates.get_mut(index) {
-            *t = frame;
+            *t = Templates { frames, next: 0 };
         }
     }
 
@@ -240,14 +247,11 @@ impl<'p> FastPath<'p> {
             self.stats.rx += n as u64;
             let in_port = self.ofports[pi];
             let mut rx = std::mem::take(&mut self.rx);
-            let templates = std::mem::take(&mut self.templates);
-            let template = templates[pi].as_deref();
+            let mut templates = std::mem::take(&mut self.templates);
+            let tpl = &mut templates[pi];
             for mut m in rx.drain(..) {
                 let d = m.data_mut();
-                if let Some(t) = template {
-                    let k = d.len().min(t.len());
-                    d[..k].copy_from_slice(&t[..k]);
-                }
+                tpl.write(d);
                 let verdict = eng.process(d, in_port);
                 self.dispatch(&eng, m, verdict, in_port);
             }
@@ -384,6 +388,29 @@ fn copy_mbuf<'p>(pool: &'p Mempool, data: &[u8]) -> Result<Mbuf<'p>, RteError> {
     let mut c = pool.alloc()?;
     c.extend_from_slice(data)?;
     Ok(c)
+}
+
+/// Frames a benchmark writes over received ones, in turn.
+#[derive(Default)]
+struct Templates {
+    frames: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl Templates {
+    #[inline]
+    fn write(&mut self, d: &mut [u8]) {
+        if self.frames.is_empty() {
+            return;
+        }
+        let t = &self.frames[self.next];
+        self.next += 1;
+        if self.next == self.frames.len() {
+            self.next = 0;
+        }
+        let k = d.len().min(t.len());
+        d[..k].copy_from_slice(&t[..k]);
+    }
 }
 
 /// Switch port -> index of its DPDK port, looked up once per output frame: a linear scan

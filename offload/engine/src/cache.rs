@@ -6,6 +6,10 @@
 //! Counters stay exact (the replay counts the same entries), rewrites are redone on each
 //! frame (an incremental checksum update differs per frame), and any table write
 //! invalidates the whole cache by bumping a generation number.
+//!
+//! Two-way set associative (OVS's EMC gives each key two candidate slots too): a new flow
+//! goes into way 0 and pushes the previous way-0 flow into way 1, so two hot flows that
+//! share a set both stay cached instead of evicting each other on every packet.
 
 use wyvern_model::MacAddr;
 
@@ -85,6 +89,16 @@ impl Recording {
 pub(crate) struct FlowKey(pub(crate) [u64; 8]);
 
 impl FlowKey {
+    /// Equality without a `memcmp` call (the derived one compiles to one for 64 bytes).
+    #[inline]
+    fn same(&self, other: &FlowKey) -> bool {
+        let mut d = 0u64;
+        for i in 0..8 {
+            d |= self.0[i] ^ other.0[i];
+        }
+        d == 0
+    }
+
     #[inline]
     fn hash(&self) -> usize {
         const K: [u64; 8] = [
@@ -114,9 +128,10 @@ struct CacheSlot {
     rec: Recording,
 }
 
-/// Direct-mapped: a colliding flow simply replaces the previous one.
+/// Sets of two slots (`slots[2 * set]`, `slots[2 * set + 1]`).
 pub(crate) struct FlowCache {
     slots: Vec<CacheSlot>,
+    /// Number of sets minus one.
     mask: usize,
     /// Slots from an older generation are empty. Starts at 1: fresh slots hold 0.
     generation: u64,
@@ -124,16 +139,16 @@ pub(crate) struct FlowCache {
     pub(crate) misses: u64,
 }
 
-/// Default number of cache slots (a power of two).
-pub const DEFAULT_CACHE_SLOTS: usize = 4096;
+/// Default number of cache slots (a power of two; OVS's EMC holds 8192 flows per thread).
+pub const DEFAULT_CACHE_SLOTS: usize = 8192;
 
 impl FlowCache {
-    /// `slots` is rounded up to a power of two; 0 disables the cache.
+    /// `slots` is rounded up to a power of two (at least 2, one set); 0 disables the cache.
     pub(crate) fn new(slots: usize) -> Self {
         let n = if slots == 0 {
             0
         } else {
-            slots.next_power_of_two()
+            slots.next_power_of_two().max(2)
         };
         FlowCache {
             slots: (0..n)
@@ -143,7 +158,7 @@ impl FlowCache {
                     rec: Recording::default(),
                 })
                 .collect(),
-            mask: n.saturating_sub(1),
+            mask: (n / 2).saturating_sub(1),
             generation: 1,
             hits: 0,
             misses: 0,
@@ -168,15 +183,16 @@ impl FlowCache {
     #[inline]
     pub(crate) fn find(&mut self, key: &FlowKey) -> (Option<usize>, usize) {
         let hash = key.hash();
-        let i = hash & self.mask;
-        let s = &self.slots[i];
-        if s.generation == self.generation && s.key == *key {
-            self.hits += 1;
-            (Some(i), hash)
-        } else {
-            self.misses += 1;
-            (None, hash)
+        let base = (hash & self.mask) * 2;
+        for i in [base, base + 1] {
+            let s = &self.slots[i];
+            if s.generation == self.generation && s.key.same(key) {
+                self.hits += 1;
+                return (Some(i), hash);
+            }
         }
+        self.misses += 1;
+        (None, hash)
     }
 
     #[inline]
@@ -184,12 +200,99 @@ impl FlowCache {
         &self.slots[slot].rec
     }
 
+    /// Caches `key` in way 0 of its set; a current way-0 flow moves to way 1 (whose flow,
+    /// if any, is forgotten).
     #[inline]
     pub(crate) fn put(&mut self, key: &FlowKey, hash: usize, rec: Recording) {
         let generation = self.generation;
-        let s = &mut self.slots[hash & self.mask];
-        s.generation = generation;
-        s.key = *key;
-        s.rec = rec;
+        let base = (hash & self.mask) * 2;
+        let (way0, way1) = self.slots[base..base + 2].split_at_mut(1);
+        let (w0, w1) = (&mut way0[0], &mut way1[0]);
+        if w0.generation == generation {
+            std::mem::swap(w0, w1);
+        }
+        w0.generation = generation;
+        w0.key = *key;
+        w0.rec = rec;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u64) -> FlowKey {
+        FlowKey([n, 0, 0, 0, 0, 0, 0, n.wrapping_mul(3)])
+    }
+
+    /// Three distinct keys that fall in the same set of a 2-set cache.
+    fn same_set(c: &FlowCache) -> [FlowKey; 3] {
+        let set = |k: &FlowKey| k.hash() & c.mask;
+        let first = key(1);
+        let mut v = vec![first];
+        let mut n = 2;
+        while v.len() < 3 {
+            let k = key(n);
+            if set(&k) == set(&first) {
+                v.push(k);
+            }
+            n += 1;
+        }
+        [v[0], v[1], v[2]]
+    }
+
+    /// The first hit index recorded for `k`, if cached.
+    fn cached(c: &mut FlowCache, k: &FlowKey) -> Option<u32> {
+        let (slot, _) = c.find(k);
+        slot.map(|s| c.recording(s).hits[0])
+    }
+
+    fn rec(hit: u32) -> Recording {
+        let mut r = Recording::default();
+        r.hit(hit);
+        r
+    }
+
+    #[test]
+    fn two_flows_of_one_set_both_stay_and_a_third_evicts_the_older() {
+        let mut c = FlowCache::new(4);
+        let [a, b, x] = same_set(&c);
+        let (found, h) = c.find(&a);
+        assert!(found.is_none());
+        c.put(&a, h, rec(1));
+        let (_, h) = c.find(&b);
+        c.put(&b, h, rec(2));
+        assert_eq!(cached(&mut c, &a), Some(1));
+        assert_eq!(cached(&mut c, &b), Some(2));
+        let (_, h) = c.find(&x);
+        c.put(&x, h, rec(3));
+        assert!(c.find(&a).0.is_none(), "the oldest flow of the set goes");
+        assert_eq!(cached(&mut c, &b), Some(2), "b stays");
+        assert_eq!(cached(&mut c, &x), Some(3));
+    }
+
+    #[test]
+    fn invalidate_forgets_every_way() {
+        let mut c = FlowCache::new(4);
+        let [a, b, _] = same_set(&c);
+        for (k, i) in [(a, 1), (b, 2)] {
+            let (_, h) = c.find(&k);
+            c.put(&k, h, rec(i));
+        }
+        c.invalidate();
+        assert!(c.find(&a).0.is_none());
+        assert!(c.find(&b).0.is_none());
+        // A flow cached after the invalidation is found; the stale one beside it is not.
+        let (_, h) = c.find(&b);
+        c.put(&b, h, rec(5));
+        assert_eq!(cached(&mut c, &b), Some(5));
+        assert!(c.find(&a).0.is_none());
+    }
+
+    #[test]
+    fn sizes_round_up_and_zero_disables() {
+        assert!(!FlowCache::new(0).enabled());
+        assert_eq!(FlowCache::new(1).capacity(), 2);
+        assert_eq!(FlowCache::new(5000).capacity(), 8192);
     }
 }
