@@ -2,8 +2,9 @@
 //! filesystem bank and into an S3 bank (moto from PyPI, or `--s3-endpoint`).
 //!
 //! A real wyvernd holds the project (one network, one /16 subnet, a router with an interface,
-//! `--ports` VM ports). For each bank, `--runs` times: take a checkpoint (lease, two
-//! consistent reads of the Neutron API, data objects, manifest), verify it (every hash), and
+//! `--ports` VM ports). For each bank, `--runs` times: take a checkpoint (lease, one read of
+//! wyvernd's `GET /v2.0/wyvern/topology` at one store revision, data objects, manifest),
+//! verify it (every hash), and
 //! restore it into a fresh, empty wyvernd (ids, MACs and IPs kept; bulk port creates).
 //! Targets: checkpoint under 1 s, restore under 5 s. Prints one JSON document on stdout;
 //! progress on stderr. Exits non-zero if a restore did not succeed or differs.
@@ -216,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
     for (name, cfg) in &banks {
         let bank = Bank::open(cfg)?;
         let (mut cp_s, mut verify_s, mut restore_s, mut bytes) = (vec![], vec![], vec![], 0u64);
+        let mut cut_method = String::new();
         for run in 0..args.runs {
             let meta = CheckpointMeta {
                 id: uuid_v7(),
@@ -237,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
             let out = protect(&bank, &sc, &meta, &owner).await?;
             cp_s.push(t.elapsed().as_secs_f64());
             bytes = out.bytes;
+            cut_method = out.manifest.cut.method.clone();
             let t = Instant::now();
             let (_, contents) = load(&bank, &meta.id).await?;
             verify_s.push(t.elapsed().as_secs_f64());
@@ -290,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
                 "load_verify_seconds": stats(&verify_s),
                 "restore_seconds": stats(&restore_s),
                 "checkpoint_bytes": bytes,
+                "cut_method": cut_method,
                 "checkpoint_target_met": cp_s.iter().all(|s| *s < 1.0),
                 "restore_target_met": restore_s.iter().all(|s| *s < 5.0),
             }),

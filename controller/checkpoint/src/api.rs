@@ -24,7 +24,10 @@ use crate::bank::CheckpointRecord;
 use crate::graph::{ResourceRef, ResourceType, Snapshot};
 use crate::neutron::{Endpoint, NeutronClient};
 use crate::service::{timestamp, Service, ServiceError};
-use crate::state::{Plan, ScheduledOperation, Trigger};
+use crate::state::{
+    OperationLog, Plan, RestoreRecord, ScheduledOperation, State as Records, Trigger,
+    VerificationRecord,
+};
 
 struct App {
     svc: Arc<Service>,
@@ -130,13 +133,140 @@ macro_rules! handler {
             Path($path): Path<$pty>,
             $body: Bytes,
         ) -> Response {
-            let r: Result<Response, ApiErr> = $e.await;
-            match r {
-                Ok(r) => r,
-                Err(ApiErr(e)) => e.into_response(),
+            respond($e.await)
+        }
+    };
+}
+
+/// The service's own records (plans, restores, triggers, ...): each belongs to one project
+/// and is listed and shown the same way, so one pair of handlers serves them all.
+trait Record: serde::Serialize + Clone + Send + 'static {
+    /// The list answer's key (`plans`; Karbor names scheduled operations' `operations`).
+    const LIST_KEY: &'static str;
+    /// The show answer's key (`plan`).
+    const ONE_KEY: &'static str;
+    /// How a missing one is named in the 404 (`Plan`).
+    const WHAT: &'static str;
+    fn id(&self) -> &str;
+    fn project_id(&self) -> &str;
+    fn all(s: &Records) -> Vec<&Self>;
+}
+
+macro_rules! record {
+    ($t:ty, $list:literal, $one:literal, $what:literal, $field:ident . $iter:ident ()) => {
+        impl Record for $t {
+            const LIST_KEY: &'static str = $list;
+            const ONE_KEY: &'static str = $one;
+            const WHAT: &'static str = $what;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn project_id(&self) -> &str {
+                &self.project_id
+            }
+            fn all(s: &Records) -> Vec<&Self> {
+                s.$field.$iter().collect()
             }
         }
     };
+}
+
+record!(Plan, "plans", "plan", "Plan", plans.values());
+record!(
+    RestoreRecord,
+    "restores",
+    "restore",
+    "Restore",
+    restores.values()
+);
+record!(
+    Trigger,
+    "triggers",
+    "trigger_info",
+    "Trigger",
+    triggers.values()
+);
+record!(
+    ScheduledOperation,
+    "operations",
+    "scheduled_operation",
+    "Scheduled operation",
+    scheduled_operations.values()
+);
+record!(
+    OperationLog,
+    "operation_logs",
+    "operation_log",
+    "Operation log",
+    operation_logs.iter()
+);
+record!(
+    VerificationRecord,
+    "verifications",
+    "verification",
+    "Verification",
+    verifications.values()
+);
+
+fn to_json<T: serde::Serialize>(x: &T) -> Value {
+    serde_json::to_value(x).unwrap_or(Value::Null)
+}
+
+fn respond(r: ApiResult) -> Response {
+    match r {
+        Ok(r) => r,
+        Err(ApiErr(e)) => e.into_response(),
+    }
+}
+
+/// `GET /v1/{p}/<records>`: the project's records.
+async fn list<T: Record>(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(p): Path<String>,
+) -> Response {
+    respond(
+        async {
+            caller(&app, &headers, &p).await?;
+            let list: Vec<Value> = app
+                .svc
+                .read(|s| {
+                    T::all(s)
+                        .into_iter()
+                        .filter(|x| x.project_id() == p)
+                        .map(to_json)
+                        .collect()
+                })
+                .await;
+            ok(json!({ T::LIST_KEY: list }))
+        }
+        .await,
+    )
+}
+
+/// `GET /v1/{p}/<records>/{id}`: one of the project's records, 404 for another project's.
+async fn show<T: Record>(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((p, id)): Path<(String, String)>,
+) -> Response {
+    respond(
+        async {
+            caller(&app, &headers, &p).await?;
+            let x = app
+                .svc
+                .read(|s| {
+                    T::all(s)
+                        .into_iter()
+                        .find(|x| x.id() == id && x.project_id() == p)
+                        .cloned()
+                })
+                .await
+                .ok_or_else(|| not_found(T::WHAT, &id))?;
+            ok(json!({ T::ONE_KEY: to_json(&x) }))
+        }
+        .await,
+    )
 }
 
 /// The Karbor v1 API over `svc`, authenticated by `auth`.
@@ -154,13 +284,16 @@ pub fn router(svc: Arc<Service>, auth: Auth) -> axum::Router {
             "/v1/{p}/providers/{id}/checkpoints/{cid}",
             get(show_checkpoint).delete(delete_checkpoint),
         )
-        .route("/v1/{p}/plans", get(list_plans).post(create_plan))
+        .route("/v1/{p}/plans", get(list::<Plan>).post(create_plan))
         .route(
             "/v1/{p}/plans/{id}",
-            get(show_plan).put(update_plan).delete(delete_plan),
+            get(show::<Plan>).put(update_plan).delete(delete_plan),
         )
-        .route("/v1/{p}/restores", get(list_restores).post(create_restore))
-        .route("/v1/{p}/restores/{id}", get(show_restore))
+        .route(
+            "/v1/{p}/restores",
+            get(list::<RestoreRecord>).post(create_restore),
+        )
+        .route("/v1/{p}/restores/{id}", get(show::<RestoreRecord>))
         .route("/v1/{p}/protectables", get(list_protectables))
         .route("/v1/{p}/protectables/{ty}", get(show_protectable))
         .route("/v1/{p}/protectables/{ty}/instances", get(list_instances))
@@ -168,26 +301,34 @@ pub fn router(svc: Arc<Service>, auth: Auth) -> axum::Router {
             "/v1/{p}/protectables/{ty}/instances/{id}",
             get(show_instance),
         )
-        .route("/v1/{p}/triggers", get(list_triggers).post(create_trigger))
+        .route(
+            "/v1/{p}/triggers",
+            get(list::<Trigger>).post(create_trigger),
+        )
         .route(
             "/v1/{p}/triggers/{id}",
-            get(show_trigger).put(update_trigger).delete(delete_trigger),
+            get(show::<Trigger>)
+                .put(update_trigger)
+                .delete(delete_trigger),
         )
         .route(
             "/v1/{p}/scheduled_operations",
-            get(list_operations).post(create_operation),
+            get(list::<ScheduledOperation>).post(create_operation),
         )
         .route(
             "/v1/{p}/scheduled_operations/{id}",
-            get(show_operation).delete(delete_operation),
+            get(show::<ScheduledOperation>).delete(delete_operation),
         )
-        .route("/v1/{p}/operation_logs", get(list_logs))
-        .route("/v1/{p}/operation_logs/{id}", get(show_log))
+        .route("/v1/{p}/operation_logs", get(list::<OperationLog>))
+        .route("/v1/{p}/operation_logs/{id}", get(show::<OperationLog>))
         .route(
             "/v1/{p}/verifications",
-            get(list_verifications).post(create_verification),
+            get(list::<VerificationRecord>).post(create_verification),
         )
-        .route("/v1/{p}/verifications/{id}", get(show_verification))
+        .route(
+            "/v1/{p}/verifications/{id}",
+            get(show::<VerificationRecord>),
+        )
         .fallback(|| async {
             HttpError::new(
                 StatusCode::NOT_FOUND,
@@ -336,25 +477,6 @@ fn parse_resources(v: &Value) -> Result<Vec<ResourceRef>, HttpError> {
         .collect()
 }
 
-fn plan_json(p: &Plan) -> Value {
-    serde_json::to_value(p).unwrap_or(Value::Null)
-}
-
-handler!(list_plans, |app, headers, p: String, _b| async move {
-    caller(&app, &headers, &p).await?;
-    let list: Vec<Value> = app
-        .svc
-        .read(|s| {
-            s.plans
-                .values()
-                .filter(|x| x.project_id == p)
-                .map(plan_json)
-                .collect()
-        })
-        .await;
-    ok(json!({ "plans": list }))
-});
-
 handler!(create_plan, |app, headers, p: String, b| async move {
     caller(&app, &headers, &p).await?;
     let v = body(&b, "plan")?;
@@ -370,7 +492,7 @@ handler!(create_plan, |app, headers, p: String, b| async move {
         resources: parse_resources(&v["resources"])?,
         parameters: v.get("parameters").cloned().unwrap_or(json!({})),
     };
-    let out = plan_json(&plan);
+    let out = to_json(&plan);
     app.svc
         .write(|s| {
             s.plans.insert(plan.id.clone(), plan);
@@ -379,24 +501,6 @@ handler!(create_plan, |app, headers, p: String, b| async move {
         .await?;
     ok(json!({ "plan": out }))
 });
-
-handler!(
-    show_plan,
-    |app, headers, path: (String, String), _b| async move {
-        caller(&app, &headers, &path.0).await?;
-        let plan = app
-            .svc
-            .read(|s| {
-                s.plans
-                    .get(&path.1)
-                    .filter(|x| x.project_id == path.0)
-                    .cloned()
-            })
-            .await
-            .ok_or_else(|| not_found("Plan", &path.1))?;
-        ok(json!({ "plan": plan_json(&plan) }))
-    }
-);
 
 handler!(
     update_plan,
@@ -438,7 +542,7 @@ handler!(
                 Ok(plan.clone())
             })
             .await?;
-        ok(json!({ "plan": plan_json(&plan) }))
+        ok(json!({ "plan": to_json(&plan) }))
     }
 );
 
@@ -463,25 +567,6 @@ handler!(
 
 // ----- restores ----------------------------------------------------------------------------
 
-fn restore_json(r: &crate::state::RestoreRecord) -> Value {
-    serde_json::to_value(r).unwrap_or(Value::Null)
-}
-
-handler!(list_restores, |app, headers, p: String, _b| async move {
-    caller(&app, &headers, &p).await?;
-    let list: Vec<Value> = app
-        .svc
-        .read(|s| {
-            s.restores
-                .values()
-                .filter(|x| x.project_id == p)
-                .map(restore_json)
-                .collect()
-        })
-        .await;
-    ok(json!({ "restores": list }))
-});
-
 handler!(create_restore, |app, headers, p: String, b| async move {
     caller(&app, &headers, &p).await?;
     let v = body(&b, "restore")?;
@@ -500,26 +585,8 @@ handler!(create_restore, |app, headers, p: String, b| async move {
         .svc
         .start_restore(&p, &provider_id, &checkpoint_id, target, params)
         .await?;
-    ok(json!({ "restore": restore_json(&rec) }))
+    ok(json!({ "restore": to_json(&rec) }))
 });
-
-handler!(
-    show_restore,
-    |app, headers, path: (String, String), _b| async move {
-        caller(&app, &headers, &path.0).await?;
-        let r = app
-            .svc
-            .read(|s| {
-                s.restores
-                    .get(&path.1)
-                    .filter(|x| x.project_id == path.0)
-                    .cloned()
-            })
-            .await
-            .ok_or_else(|| not_found("Restore", &path.1))?;
-        ok(json!({ "restore": restore_json(&r) }))
-    }
-);
 
 // ----- protectables ------------------------------------------------------------------------
 
@@ -608,10 +675,6 @@ handler!(show_instance, |app,
 
 // ----- triggers ----------------------------------------------------------------------------
 
-fn trigger_json(t: &Trigger) -> Value {
-    serde_json::to_value(t).unwrap_or(Value::Null)
-}
-
 fn check_trigger(v: &Value) -> Result<(), HttpError> {
     if v["type"].as_str() != Some("time") {
         return Err(HttpError::bad_request("only 'time' triggers are supported"));
@@ -629,21 +692,6 @@ fn check_trigger(v: &Value) -> Result<(), HttpError> {
     Ok(())
 }
 
-handler!(list_triggers, |app, headers, p: String, _b| async move {
-    caller(&app, &headers, &p).await?;
-    let list: Vec<Value> = app
-        .svc
-        .read(|s| {
-            s.triggers
-                .values()
-                .filter(|x| x.project_id == p)
-                .map(trigger_json)
-                .collect()
-        })
-        .await;
-    ok(json!({ "triggers": list }))
-});
-
 handler!(create_trigger, |app, headers, p: String, b| async move {
     caller(&app, &headers, &p).await?;
     let v = body(&b, "trigger_info")?;
@@ -659,7 +707,7 @@ handler!(create_trigger, |app, headers, p: String, b| async move {
         ty: "time".into(),
         properties: props,
     };
-    let out = trigger_json(&t);
+    let out = to_json(&t);
     app.svc
         .write(|s| {
             s.triggers.insert(t.id.clone(), t);
@@ -668,24 +716,6 @@ handler!(create_trigger, |app, headers, p: String, b| async move {
         .await?;
     ok(json!({ "trigger_info": out }))
 });
-
-handler!(
-    show_trigger,
-    |app, headers, path: (String, String), _b| async move {
-        caller(&app, &headers, &path.0).await?;
-        let t = app
-            .svc
-            .read(|s| {
-                s.triggers
-                    .get(&path.1)
-                    .filter(|x| x.project_id == path.0)
-                    .cloned()
-            })
-            .await
-            .ok_or_else(|| not_found("Trigger", &path.1))?;
-        ok(json!({ "trigger_info": trigger_json(&t) }))
-    }
-);
 
 handler!(
     update_trigger,
@@ -727,7 +757,7 @@ handler!(
         for o in ops {
             app.svc.schedule(&o).await;
         }
-        ok(json!({ "trigger_info": trigger_json(&t) }))
+        ok(json!({ "trigger_info": to_json(&t) }))
     }
 );
 
@@ -761,25 +791,6 @@ handler!(delete_trigger, |app,
 
 // ----- scheduled operations ----------------------------------------------------------------
 
-fn op_json(o: &ScheduledOperation) -> Value {
-    serde_json::to_value(o).unwrap_or(Value::Null)
-}
-
-handler!(list_operations, |app, headers, p: String, _b| async move {
-    caller(&app, &headers, &p).await?;
-    let list: Vec<Value> = app
-        .svc
-        .read(|s| {
-            s.scheduled_operations
-                .values()
-                .filter(|x| x.project_id == p)
-                .map(op_json)
-                .collect()
-        })
-        .await;
-    ok(json!({ "operations": list }))
-});
-
 handler!(create_operation, |app, headers, p: String, b| async move {
     caller(&app, &headers, &p).await?;
     let v = body(&b, "scheduled_operation")?;
@@ -804,7 +815,7 @@ handler!(create_operation, |app, headers, p: String, b| async move {
         operation_definition: def,
         enabled: true,
     };
-    let out = op_json(&op);
+    let out = to_json(&op);
     let id = op.id.clone();
     let pp = p.clone();
     app.svc
@@ -826,24 +837,6 @@ handler!(create_operation, |app, headers, p: String, b| async move {
         .await?;
     app.svc.schedule(&id).await;
     ok(json!({ "scheduled_operation": out }))
-});
-
-handler!(show_operation, |app,
-                          headers,
-                          path: (String, String),
-                          _b| async move {
-    caller(&app, &headers, &path.0).await?;
-    let o = app
-        .svc
-        .read(|s| {
-            s.scheduled_operations
-                .get(&path.1)
-                .filter(|x| x.project_id == path.0)
-                .cloned()
-        })
-        .await
-        .ok_or_else(|| not_found("Scheduled operation", &path.1))?;
-    ok(json!({ "scheduled_operation": op_json(&o) }))
 });
 
 handler!(delete_operation, |app,
@@ -872,57 +865,6 @@ handler!(delete_operation, |app,
 
 // ----- operation logs and verifications -----------------------------------------------------
 
-handler!(list_logs, |app, headers, p: String, _b| async move {
-    caller(&app, &headers, &p).await?;
-    let list: Vec<Value> = app
-        .svc
-        .read(|s| {
-            s.operation_logs
-                .iter()
-                .filter(|x| x.project_id == p)
-                .map(|l| serde_json::to_value(l).unwrap_or(Value::Null))
-                .collect()
-        })
-        .await;
-    ok(json!({ "operation_logs": list }))
-});
-
-handler!(
-    show_log,
-    |app, headers, path: (String, String), _b| async move {
-        caller(&app, &headers, &path.0).await?;
-        let l = app
-            .svc
-            .read(|s| {
-                s.operation_logs
-                    .iter()
-                    .find(|x| x.id == path.1 && x.project_id == path.0)
-                    .cloned()
-            })
-            .await
-            .ok_or_else(|| not_found("Operation log", &path.1))?;
-        ok(json!({ "operation_log": l }))
-    }
-);
-
-handler!(
-    list_verifications,
-    |app, headers, p: String, _b| async move {
-        caller(&app, &headers, &p).await?;
-        let list: Vec<Value> = app
-            .svc
-            .read(|s| {
-                s.verifications
-                    .values()
-                    .filter(|x| x.project_id == p)
-                    .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
-                    .collect()
-            })
-            .await;
-        ok(json!({ "verifications": list }))
-    }
-);
-
 handler!(
     create_verification,
     |app, headers, p: String, b| async move {
@@ -938,21 +880,3 @@ handler!(
         ok(json!({ "verification": rec }))
     }
 );
-
-handler!(show_verification, |app,
-                             headers,
-                             path: (String, String),
-                             _b| async move {
-    caller(&app, &headers, &path.0).await?;
-    let v = app
-        .svc
-        .read(|s| {
-            s.verifications
-                .get(&path.1)
-                .filter(|x| x.project_id == path.0)
-                .cloned()
-        })
-        .await
-        .ok_or_else(|| not_found("Verification", &path.1))?;
-    ok(json!({ "verification": v }))
-});

@@ -146,11 +146,12 @@ pub struct ObjectEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cut {
     pub source_url: String,
-    /// `"double-read"`: consecutive identical reads of the Neutron API.
+    /// `"store-revision"`: one read of wyvernd's `GET /v2.0/wyvern/topology`;
+    /// `"double-read"`: consecutive identical reads of a Neutron API without it.
     pub method: String,
     pub digest: String,
     pub reads: u32,
-    /// The store revision, when the source exposes it (wyvernd's Neutron API does not yet).
+    /// The source's store revision of the cut (`None` for a double read).
     pub store_revision: Option<u64>,
 }
 

@@ -2,12 +2,13 @@
 //! the dependency graph between resources, and reading them from a Neutron API at one
 //! consistent cut.
 //!
-//! Consistency: wyvernd does not expose its store revision through the Neutron API, so a cut
-//! is taken by reading the four collections (concurrently) repeatedly until two consecutive
-//! reads return byte-identical answers. wyvernd answers lists from its in-memory topology
-//! under one lock per list, and every write bumps the written object's `revision_number` and
-//! `updated_at`, so two identical consecutive reads mean no write landed between the start of
-//! the first and the end of the second: the union is a state the store actually held.
+//! Consistency: wyvernd serves `GET /v2.0/wyvern/topology`, every network, subnet, port and
+//! router the caller may see read from its store at ONE revision (named in the answer), so a
+//! cut is one read. Against a Neutron without that endpoint (it answers 404) the cut falls
+//! back to a double read: the four collections are read (concurrently) repeatedly until two
+//! consecutive reads return byte-identical answers. Every write bumps the written object's
+//! `revision_number` and `updated_at`, so two identical consecutive reads mean no write
+//! landed between the start of the first and the end of the second.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -136,10 +137,52 @@ pub struct Snapshot {
     pub subnets: BTreeMap<Uuid, Subnet>,
     pub ports: BTreeMap<Uuid, Port>,
     pub routers: BTreeMap<Uuid, Router>,
-    /// sha256 of the agreeing reads (the cut's identity).
+    /// sha256 of the answer(s) the cut was decoded from (the cut's identity).
     pub digest: String,
     /// How many full reads it took.
     pub reads: u32,
+    /// How the cut was taken.
+    pub method: CutMethod,
+    /// The source's store revision of the cut (`None` for a double read).
+    pub store_revision: Option<u64>,
+}
+
+/// How a [`Snapshot`] was cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CutMethod {
+    /// One `GET /v2.0/wyvern/topology`: one store revision.
+    #[default]
+    StoreRevision,
+    /// Consecutive identical reads of the four Neutron lists.
+    DoubleRead,
+}
+
+impl CutMethod {
+    /// The name recorded in a manifest's `cut.method`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CutMethod::StoreRevision => "store-revision",
+            CutMethod::DoubleRead => "double-read",
+        }
+    }
+}
+
+/// wyvernd's one-read cut endpoint, relative to `/v2.0/`.
+const TOPOLOGY_PATH: &str = "wyvern/topology";
+
+/// The answer of `GET /v2.0/wyvern/topology`, parsed straight into typed objects.
+#[derive(Deserialize)]
+struct TopologyAnswer {
+    topology: TopologyAtRevision,
+}
+
+#[derive(Deserialize)]
+struct TopologyAtRevision {
+    revision: u64,
+    networks: Vec<Network>,
+    subnets: Vec<Subnet>,
+    ports: Vec<Port>,
+    routers: Vec<Router>,
 }
 
 const COLLECTIONS: [&str; 4] = ["networks", "subnets", "ports", "routers"];
@@ -198,9 +241,44 @@ fn decode<T: serde::de::DeserializeOwned>(
 }
 
 impl Snapshot {
-    /// Reads the whole visible topology at one consistent cut (see the module docs). Only
-    /// the agreeing answers are parsed; earlier reads are hashed and dropped.
+    /// Reads the whole visible topology at one consistent cut (see the module docs): one
+    /// read at one store revision where the source offers it, else a double read.
     pub async fn read(c: &NeutronClient) -> Result<Snapshot, ReadError> {
+        match c.get_bytes(TOPOLOGY_PATH).await {
+            Ok(bytes) => Self::from_topology(c.base(), &bytes),
+            Err(e) if e.status() == Some(404) => Self::read_double(c).await,
+            Err(source) => Err(ReadError::List {
+                collection: "topology",
+                url: c.base().to_string(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Decodes one `GET /v2.0/wyvern/topology` answer.
+    fn from_topology(url: &str, bytes: &[u8]) -> Result<Snapshot, ReadError> {
+        let a: TopologyAnswer =
+            serde_json::from_slice(bytes).map_err(|source| ReadError::Decode {
+                collection: "topology",
+                url: url.to_string(),
+                source,
+            })?;
+        let t = a.topology;
+        Ok(Snapshot {
+            networks: t.networks.into_iter().map(|n| (n.id, n)).collect(),
+            subnets: t.subnets.into_iter().map(|s| (s.id, s)).collect(),
+            ports: t.ports.into_iter().map(|p| (p.id, p)).collect(),
+            routers: t.routers.into_iter().map(|r| (r.id, r)).collect(),
+            digest: hex(&Sha256::digest(bytes)),
+            reads: 1,
+            method: CutMethod::StoreRevision,
+            store_revision: Some(t.revision),
+        })
+    }
+
+    /// The fallback cut: the four lists read until two consecutive reads agree. Only the
+    /// agreeing answers are parsed; earlier reads are hashed and dropped.
+    pub async fn read_double(c: &NeutronClient) -> Result<Snapshot, ReadError> {
         let mut prev = read_once(c).await?;
         let mut reads = 1;
         loop {
@@ -234,6 +312,8 @@ impl Snapshot {
             routers,
             digest,
             reads,
+            method: CutMethod::DoubleRead,
+            store_revision: None,
         })
     }
 

@@ -180,6 +180,11 @@ impl NeutronClient {
         self.send("GET", collection, None).await
     }
 
+    /// `GET /v2.0/{path}`, the answer's bytes unparsed.
+    pub async fn get_bytes(&self, path: &str) -> Result<bytes::Bytes, NeutronError> {
+        self.send("GET", path, None).await
+    }
+
     /// `GET /v2.0/{collection}` as raw bytes (for digests) and parsed items.
     pub async fn list(&self, collection: &str) -> Result<(bytes::Bytes, Vec<Value>), NeutronError> {
         let bytes = self.send("GET", collection, None).await?;

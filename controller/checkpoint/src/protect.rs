@@ -189,10 +189,10 @@ async fn protect_inner(
         checkpoint_id: id.to_string(),
         cut: Cut {
             source_url: source.base().to_string(),
-            method: "double-read".into(),
+            method: snap.method.as_str().into(),
             digest: snap.digest.clone(),
             reads: snap.reads,
-            store_revision: None,
+            store_revision: snap.store_revision,
         },
         objects: entries,
         resource_graph: sel.resource_graph(&snap),

@@ -3,17 +3,15 @@
 //! Also [`workspace_bin`], which builds another package's binary (the bottoms' `wyvernd`)
 //! for tests that live outside that package.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tempfile::TempDir;
 
 use crate::poll::wait_for;
+use crate::service::{Service, ServiceSpec};
 use crate::wyvernd::http_get_status;
 
 /// The line prefix wyvern-cascade prints on stdout once it serves:
@@ -63,17 +61,12 @@ pub fn workspace_bin(package: &str, bin: &str, target_tmpdir: &Path) -> anyhow::
     Ok(path)
 }
 
-/// A running (or stopped) wyvern-cascade.
+/// A running (or stopped) wyvern-cascade; killed and reaped on drop.
 pub struct Cascade {
-    bin: PathBuf,
-    args: Vec<String>,
-    scratch: TempDir,
+    svc: Service,
     data_dir: PathBuf,
-    child: Option<Child>,
     api: SocketAddr,
     admin: SocketAddr,
-    log: PathBuf,
-    starts: u32,
 }
 
 impl Cascade {
@@ -84,85 +77,30 @@ impl Cascade {
             .tempdir()
             .context("failed to create the harness temp dir")?;
         let data_dir = scratch.path().join("data");
-        let mut c = Cascade {
-            bin: bin.into(),
-            args: args.iter().map(|s| s.to_string()).collect(),
-            log: scratch.path().join("cascade-0.log"),
-            scratch,
-            data_dir,
-            child: None,
-            api: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            starts: 0,
-        };
-        c.spawn()?;
-        Ok(c)
-    }
-
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        self.starts += 1;
-        self.log = self
-            .scratch
-            .path()
-            .join(format!("cascade-{}.log", self.starts));
-        let log = std::fs::File::create(&self.log)
-            .with_context(|| format!("failed to create {}", self.log.display()))?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--data-dir")
-            .arg(&self.data_dir)
+        let svc = ServiceSpec::new("wyvern-cascade", bin, READY_PREFIX)
+            .args(["--data-dir".to_string(), data_dir.display().to_string()])
             .args([
                 "--api-listen",
                 "127.0.0.1:0",
                 "--admin-listen",
                 "127.0.0.1:0",
             ])
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("WYVERN_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        );
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("failed to start {}", self.bin.display()))?;
-        let stdout = child.stdout.take().context("failed to take stdout")?;
-        self.child = Some(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref() {
-                let Ok(line) = line else { return };
-                if let Some(rest) = line.strip_prefix(READY_PREFIX) {
-                    let _ = tx.send(rest.trim().to_owned());
-                    break;
-                }
-            }
-            for _ in lines {}
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        let line = loop {
-            if let Some(c) = &mut self.child {
-                if let Some(st) = c.try_wait().context("failed to poll wyvern-cascade")? {
-                    bail!("wyvern-cascade exited with {st}\n{}", self.log_tail());
-                }
-            }
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(l) => break l,
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-                Err(_) => bail!(
-                    "wyvern-cascade did not report its addresses\n{}",
-                    self.log_tail()
-                ),
-            }
+            .args(args.iter().copied())
+            .start(scratch)?;
+        let mut c = Cascade {
+            svc,
+            data_dir,
+            api: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
-        // "http://API admin http://ADMIN"
+        c.await_ready()?;
+        Ok(c)
+    }
+
+    /// Parses the ready line (`http://API admin http://ADMIN`) and waits until the admin
+    /// API answers.
+    fn await_ready(&mut self) -> anyhow::Result<()> {
+        let line = self.svc.ready_line();
         let mut parts = line.split_whitespace();
         let parse = |s: Option<&str>| -> anyhow::Result<SocketAddr> {
             s.context("short ready line")?
@@ -170,10 +108,11 @@ impl Cascade {
                 .parse()
                 .with_context(|| format!("failed to parse the ready line {line:?}"))
         };
-        self.api = parse(parts.next())?;
+        let api = parse(parts.next())?;
         let _ = parts.next();
-        self.admin = parse(parts.next())?;
-        let admin = self.admin;
+        let admin = parse(parts.next())?;
+        self.api = api;
+        self.admin = admin;
         wait_for("wyvern-cascade to answer GET /", START_TIMEOUT, || {
             http_get_status(admin, "/").filter(|s| *s == 200)
         })
@@ -197,34 +136,17 @@ impl Cascade {
 
     /// The last lines of the current log.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(40);
-        format!(
-            "--- wyvern-cascade log tail ({}) ---\n{}",
-            self.log.display(),
-            lines[start..].join("\n")
-        )
+        self.svc.log_tail()
     }
 
     /// Crash: SIGKILL, then reap.
     pub fn kill(&mut self) -> anyhow::Result<()> {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            c.wait().context("failed to reap wyvern-cascade")?;
-        }
-        Ok(())
+        self.svc.kill()
     }
 
     /// Starts again on the same data dir (new ports).
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill()?;
-        self.spawn()
-    }
-}
-
-impl Drop for Cascade {
-    fn drop(&mut self) {
-        let _ = self.kill();
+        self.svc.restart()?;
+        self.await_ready()
     }
 }

@@ -5,22 +5,19 @@
 //! it accepts connections, and the harness then also checks that `GET /` answers.
 //! Its logs go to a file in a private temp dir; errors quote their tail.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
-use tempfile::TempDir;
+use anyhow::Context;
 
 use crate::poll::wait_for;
+use crate::service::{Service, ServiceSpec};
 
 /// How long a start may take before the harness gives up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a graceful stop may take before the harness calls it a failure.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The line prefix wyvernd prints on stdout once it serves.
 pub const READY_PREFIX: &str = "wyvernd listening on ";
@@ -80,14 +77,9 @@ impl WyverndOptions {
 /// A running (or stopped) wyvernd. Dropping it kills and reaps the process and removes the
 /// temp dirs it created.
 pub struct Wyvernd {
-    opts: WyverndOptions,
+    svc: Service,
     data_dir: PathBuf,
-    /// Holds the temp data dir (when none was given) and the log files.
-    scratch: TempDir,
-    child: Option<Child>,
     addr: SocketAddr,
-    log: PathBuf,
-    starts: u32,
 }
 
 impl Wyvernd {
@@ -105,89 +97,29 @@ impl Wyvernd {
             Some(d) => d.clone(),
             None => scratch.path().join("data"),
         };
+        let mut spec = ServiceSpec::new("wyvernd", opts.bin, READY_PREFIX)
+            .args(["--data-dir".to_string(), data_dir.display().to_string()])
+            .args(["--api-listen", "127.0.0.1:0"])
+            .args(opts.args)
+            // Tests run many daemons at once: an ephemeral metrics port each, unless the
+            // test asks for one (a flag or an env of its own wins over this env).
+            .env("WYVERN_METRICS_LISTEN", "127.0.0.1:0");
+        spec.envs.extend(opts.envs);
+        spec.start_timeout = START_TIMEOUT;
+        spec.tail_lines = 30;
+        let svc = spec.start(scratch)?;
         let mut w = Wyvernd {
-            opts,
+            svc,
             data_dir,
-            log: scratch.path().join("wyvernd-0.log"),
-            scratch,
-            child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            starts: 0,
         };
-        w.spawn()?;
+        w.await_ready()?;
         Ok(w)
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        self.starts += 1;
-        self.log = self
-            .scratch
-            .path()
-            .join(format!("wyvernd-{}.log", self.starts));
-        let log = std::fs::File::create(&self.log)
-            .with_context(|| format!("failed to create {}", self.log.display()))?;
-        let mut cmd = Command::new(&self.opts.bin);
-        cmd.arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--api-listen")
-            .arg("127.0.0.1:0")
-            .args(&self.opts.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        // A test's own environment must not change the daemon under test.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("WYVERN_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        );
-        // Tests run many daemons at once: an ephemeral metrics port each, unless the test
-        // asks for one (a flag or an env of its own wins over this env).
-        cmd.env("WYVERN_METRICS_LISTEN", "127.0.0.1:0");
-        for (k, v) in &self.opts.envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("failed to start {}", self.opts.bin.display()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("failed to take wyvernd's stdout")?;
-        self.child = Some(child);
-
-        // Read the ready line, then keep draining stdout so the daemon never blocks on it.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref() {
-                let Ok(line) = line else { return };
-                if let Some(url) = line.strip_prefix(READY_PREFIX) {
-                    let _ = tx.send(url.trim().to_owned());
-                    break;
-                }
-            }
-            for _ in lines {}
-        });
-
-        let deadline = Instant::now() + START_TIMEOUT;
-        let url = loop {
-            if let Some(status) = self.try_wait()? {
-                bail!(
-                    "wyvernd exited with {status} before serving\n{}",
-                    self.log_tail()
-                );
-            }
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(url) => break url,
-                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-                Err(_) => bail!("wyvernd did not report its address\n{}", self.log_tail()),
-            }
-        };
+    /// Parses the ready line and waits until `GET /` answers.
+    fn await_ready(&mut self) -> anyhow::Result<()> {
+        let url = self.svc.ready_line();
         let addr: SocketAddr = url
             .trim_start_matches("http://")
             .parse()
@@ -215,86 +147,33 @@ impl Wyvernd {
 
     /// The log file of the current (or last) run.
     pub fn log_path(&self) -> &Path {
-        &self.log
+        self.svc.log_path()
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.svc.pid()
     }
 
     /// The last lines of the current log, for error messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(30);
-        format!(
-            "--- wyvernd log tail ({}) ---\n{}",
-            self.log.display(),
-            lines[start..].join("\n")
-        )
-    }
-
-    fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        match &mut self.child {
-            Some(c) => Ok(c.try_wait().context("failed to poll wyvernd")?),
-            None => bail!("wyvernd is not running"),
-        }
-    }
-
-    fn signal(&self, sig: libc::c_int) -> anyhow::Result<()> {
-        let pid = self.pid().context("wyvernd is not running")?;
-        // SAFETY: kill(2) has no memory effects; the pid is our own unreaped child, so it
-        // cannot have been recycled for another process.
-        let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-        if rc != 0 {
-            bail!(
-                "failed to send signal {sig} to wyvernd {pid}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(())
+        self.svc.log_tail()
     }
 
     /// Graceful stop: SIGTERM, then wait for the exit. Returns the exit status.
     pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
-        self.signal(libc::SIGTERM)?;
-        let status = wait_for("wyvernd to exit after SIGTERM", STOP_TIMEOUT, || {
-            self.child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-        });
-        match status {
-            Ok(s) => {
-                self.child = None;
-                Ok(s)
-            }
-            Err(e) => {
-                self.kill()?;
-                Err(e.context(self.log_tail()))
-            }
-        }
+        self.svc.stop()
     }
 
     /// Crash: SIGKILL, then reap.
     pub fn kill(&mut self) -> anyhow::Result<()> {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            c.wait().context("failed to reap wyvernd")?;
-        }
-        Ok(())
+        self.svc.kill()
     }
 
     /// Starts wyvernd again on the same data dir with the same options (after `stop` or
     /// `kill`; a running daemon is killed first). The port changes: use `url()` again.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill()?;
-        self.spawn()
-    }
-}
-
-impl Drop for Wyvernd {
-    fn drop(&mut self) {
-        let _ = self.kill();
+        self.svc.restart()?;
+        self.await_ready()
     }
 }
 

@@ -3,18 +3,16 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use tempfile::TempDir;
 use wyvern_checkpoint::neutron::{Endpoint, NeutronClient};
 use wyvern_checkpoint::service::READY_PREFIX;
+use wyvern_testkit::service::{Service, ServiceSpec};
 use wyvern_testkit::venv::Venv;
 use wyvern_testkit::wyvernd::Wyvernd;
 
@@ -71,14 +69,9 @@ where
 
 /// A running wyvern-checkpoint; killed and reaped on drop.
 pub struct Svc {
-    bin: PathBuf,
-    args: Vec<String>,
-    pub scratch: TempDir,
+    svc: Service,
     pub data_dir: PathBuf,
-    child: Option<Child>,
     pub url: String,
-    log: PathBuf,
-    starts: u32,
     http: reqwest::Client,
 }
 
@@ -98,86 +91,44 @@ impl Svc {
                 bank.display()
             ),
         )?;
-        let args = vec![
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--wyvern-api".into(),
-            wyvern_api.to_string(),
-            "--config".into(),
-            cfg.display().to_string(),
-        ];
-        let mut s = Svc {
-            bin: PathBuf::from(env!("CARGO_BIN_EXE_wyvern-checkpoint")),
-            args,
-            scratch,
+        let mut spec = ServiceSpec::new(
+            "wyvern-checkpoint",
+            env!("CARGO_BIN_EXE_wyvern-checkpoint"),
+            READY_PREFIX,
+        )
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args([data_dir.display().to_string()])
+        .args(["--wyvern-api", wyvern_api, "--config"])
+        .args([cfg.display().to_string()]);
+        spec.tail_lines = 200;
+        let svc = spec.start(scratch)?;
+        let url = svc.ready_line().to_string();
+        Ok(Svc {
+            svc,
             data_dir,
-            child: None,
-            url: String::new(),
-            log: PathBuf::new(),
-            starts: 0,
+            url,
             http: reqwest::Client::new(),
-        };
-        s.spawn()?;
-        Ok(s)
+        })
     }
 
     pub fn bank_dir(&self) -> PathBuf {
-        self.scratch.path().join("bank")
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        self.starts += 1;
-        self.log = self.scratch.path().join(format!("svc-{}.log", self.starts));
-        let log = std::fs::File::create(&self.log)?;
-        let mut child = Command::new(&self.bin)
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("failed to start wyvern-checkpoint")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        self.child = Some(child);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref() {
-                let Ok(line) = line else { return };
-                if let Some(url) = line.strip_prefix(READY_PREFIX) {
-                    let _ = tx.send(url.trim().to_string());
-                    break;
-                }
-            }
-            for _ in lines {}
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => {
-                self.url = url;
-                Ok(())
-            }
-            Err(_) => bail!("wyvern-checkpoint did not start:\n{}", self.log_tail()),
-        }
+        self.svc.scratch().join("bank")
     }
 
     pub fn log_tail(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.svc.log_tail()
     }
 
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.svc.kill();
     }
 
     /// Starts again on the same data dir and config (after `kill`).
     pub fn restart(&mut self) -> Result<()> {
-        self.kill();
-        self.spawn()
+        self.svc.restart()?;
+        self.url = self.svc.ready_line().to_string();
+        Ok(())
     }
 
     pub async fn call(
@@ -297,12 +248,6 @@ impl Svc {
         })
         .await
         .expect("restore never finished")
-    }
-}
-
-impl Drop for Svc {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
