@@ -200,6 +200,16 @@ pub struct Args {
     /// Bytes of encapsulation to subtract from the network MTU in DHCP (50 for VXLAN) [default: 0].
     #[arg(long, env = "WYVERN_OVERLAY_OVERHEAD")]
     pub overlay_overhead: Option<u16>,
+    /// DHCP messages per second one port may send to the controller [default: 20].
+    #[arg(long, env = "WYVERN_DHCP_RATE_LIMIT")]
+    pub dhcp_rate_limit: Option<u32>,
+    /// DHCP messages one port may send at once before the rate limit applies [default: 40].
+    #[arg(long, env = "WYVERN_DHCP_BURST")]
+    pub dhcp_burst: Option<u32>,
+    /// Answer relayed DHCP requests from a relay agent that is a port of the client's
+    /// network, speaking from its own fixed IP [default: false].
+    #[arg(long, env = "WYVERN_DHCP_ALLOW_RELAY")]
+    pub dhcp_allow_relay: Option<bool>,
     /// Where the topology lives: the embedded redb file, or an etcd cluster shared by many
     /// hosts [default: redb].
     #[arg(long, env = "WYVERN_STORE", value_enum)]
@@ -314,6 +324,9 @@ pub struct SwitchSettings {
     pub dhcp_dns: Vec<Ipv4Addr>,
     pub dhcp_domain: Option<String>,
     pub overlay_overhead: u16,
+    pub dhcp_rate_limit: u32,
+    pub dhcp_burst: u32,
+    pub dhcp_allow_relay: bool,
     /// Multi-host identity (`--chassis-name`, `--tunnel-ip`).
     pub chassis: Option<wyvern_local::chassis::ChassisConfig>,
 }
@@ -346,6 +359,9 @@ pub struct FileConfig {
     pub dhcp_dns: Option<Vec<Ipv4Addr>>,
     pub dhcp_domain: Option<String>,
     pub overlay_overhead: Option<u16>,
+    pub dhcp_rate_limit: Option<u32>,
+    pub dhcp_burst: Option<u32>,
+    pub dhcp_allow_relay: Option<bool>,
     pub store: Option<StoreKind>,
     pub etcd_endpoints: Option<Vec<String>>,
     pub etcd_ca_file: Option<PathBuf>,
@@ -556,6 +572,12 @@ impl Config {
                 dhcp_dns: args.dhcp_dns.or(file.dhcp_dns).unwrap_or_default(),
                 dhcp_domain: args.dhcp_domain.or(file.dhcp_domain),
                 overlay_overhead: args.overlay_overhead.or(file.overlay_overhead).unwrap_or(0),
+                dhcp_rate_limit: args.dhcp_rate_limit.or(file.dhcp_rate_limit).unwrap_or(20),
+                dhcp_burst: args.dhcp_burst.or(file.dhcp_burst).unwrap_or(40),
+                dhcp_allow_relay: args
+                    .dhcp_allow_relay
+                    .or(file.dhcp_allow_relay)
+                    .unwrap_or(false),
                 chassis,
             }),
         })

@@ -287,6 +287,9 @@ async fn start_local(
     apps_cfg.dhcp.default_dns = sw.dhcp_dns.clone();
     apps_cfg.dhcp.domain_name = sw.dhcp_domain.clone();
     apps_cfg.dhcp.overlay_overhead = sw.overlay_overhead;
+    apps_cfg.dhcp_rate_per_sec = sw.dhcp_rate_limit;
+    apps_cfg.dhcp_burst = sw.dhcp_burst;
+    apps_cfg.dhcp_allow_relay = sw.dhcp_allow_relay;
     // The P4 target (if any) gets the same compiled pipeline; its punts go to the same apps.
     let p4 = match p4 {
         Some(p) => {
