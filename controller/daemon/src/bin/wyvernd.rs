@@ -5,6 +5,11 @@ use clap::Parser;
 use wyvern_daemon::config::{Args, Config};
 use wyvern_daemon::server;
 
+/// mimalloc instead of glibc malloc: the API's write path allocates many small short-lived
+/// buffers on several threads (see docs/api-bench.md for the measured difference).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cfg = Config::resolve(Args::parse()).context("failed to load the configuration")?;
     server::init_logging(cfg.log_format);
