@@ -1,5 +1,7 @@
 //! Benchmarks with baselines measured in the same run; each prints machine-readable JSON.
 
+pub mod ovs;
+
 use std::time::Duration;
 
 use serde::Serialize;
@@ -77,6 +79,25 @@ pub fn loadavg_1m() -> Option<f64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The value of the sample written exactly `series` (name and labels as exported) in a
+/// Prometheus text-format scrape.
+pub fn prom_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a daemon's listen flag).
+pub fn free_local_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 #[cfg(test)]

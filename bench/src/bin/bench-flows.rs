@@ -36,10 +36,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::{json, Value};
 use wyvern_bench::loadavg_1m;
+use wyvern_bench::ovs::{
+    bind, create_interfaces, flow_count, flow_count_of, iface_name, vsctl_batch, wait_count,
+    wait_settled, Snoop, BRIDGE,
+};
 use wyvern_testkit::ovs::OvsSandbox;
 use wyvern_testkit::wyvernd::{Wyvernd, WyverndOptions};
-
-const BRIDGE: &str = "br-int";
 
 #[derive(Debug, Parser)]
 #[command(name = "bench-flows", about = "Benchmark wyvernd's flow installation")]
@@ -93,131 +95,6 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// An `ovs-vsctl` with many commands, fed through a file argument list would exceed nothing:
-/// Linux allows 2 MiB of arguments; chunks of 1,000 interfaces stay far below.
-fn vsctl_batch(sb: &OvsSandbox, cmds: &[Vec<String>], no_wait: bool) -> anyhow::Result<()> {
-    let mut args: Vec<String> = vec![format!("--db={}", sb.db_target()), "--timeout=600".into()];
-    if no_wait {
-        args.push("--no-wait".into());
-    }
-    for (i, c) in cmds.iter().enumerate() {
-        if i > 0 {
-            args.push("--".into());
-        }
-        args.extend(c.iter().cloned());
-    }
-    run(Command::new("ovs-vsctl")
-        .env("OVS_RUNDIR", sb.run_dir())
-        .args(&args))?;
-    Ok(())
-}
-
-/// `ovs-ofctl dump-aggregate`'s flow_count.
-fn flow_count(sb: &OvsSandbox) -> anyhow::Result<u64> {
-    flow_count_of(sb, None)
-}
-
-/// flow_count of the flows matching `filter` (e.g. `table=7`), or of all.
-fn flow_count_of(sb: &OvsSandbox, filter: Option<&str>) -> anyhow::Result<u64> {
-    let mut args = vec!["dump-aggregate", BRIDGE];
-    args.extend(filter);
-    let out = sb.ofctl(&args)?;
-    out.split_whitespace()
-        .find_map(|w| w.strip_prefix("flow_count="))
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("no flow_count in {out:?}"))
-}
-
-/// Polls the flow count until it held for `stable`; returns it and when it first appeared.
-fn wait_settled(
-    sb: &OvsSandbox,
-    stable: Duration,
-    timeout: Duration,
-    min: u64,
-) -> anyhow::Result<(u64, Instant)> {
-    let deadline = Instant::now() + timeout;
-    let mut last = u64::MAX;
-    let mut since = Instant::now();
-    loop {
-        let n = flow_count(sb)?;
-        let now = Instant::now();
-        if n != last {
-            last = n;
-            since = now;
-        } else if n >= min && now - since >= stable {
-            return Ok((n, since));
-        }
-        if now > deadline {
-            bail!("flow table did not settle (last count {last})");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Polls until the flow count reaches `want`; returns when it did.
-fn wait_count(sb: &OvsSandbox, want: u64, timeout: Duration) -> anyhow::Result<Instant> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let n = flow_count(sb)?;
-        if n == want {
-            return Ok(Instant::now());
-        }
-        if Instant::now() > deadline {
-            bail!("flow count stuck at {n}, want {want}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn iface_name(i: usize) -> String {
-    format!("p{i:05}")
-}
-
-/// Creates `n` dummy interfaces (no iface-id) in chunks; returns the seconds per chunk.
-fn create_interfaces(sb: &OvsSandbox, n: usize, chunk: usize) -> anyhow::Result<Vec<f64>> {
-    let mut times = Vec::new();
-    let mut i = 0;
-    while i < n {
-        let end = (i + chunk).min(n);
-        let cmds: Vec<Vec<String>> = (i..end)
-            .map(|k| {
-                let name = iface_name(k);
-                vec![
-                    "add-port".into(),
-                    BRIDGE.into(),
-                    name.clone(),
-                    "--".into(),
-                    "set".into(),
-                    "interface".into(),
-                    name,
-                    "type=dummy".into(),
-                ]
-            })
-            .collect();
-        let t = Instant::now();
-        vsctl_batch(sb, &cmds, false)?;
-        times.push(secs(t.elapsed()));
-        i = end;
-    }
-    Ok(times)
-}
-
-/// Sets `external_ids:iface-id` on interfaces in one transaction.
-fn bind(sb: &OvsSandbox, pairs: &[(String, String)], no_wait: bool) -> anyhow::Result<()> {
-    let cmds: Vec<Vec<String>> = pairs
-        .iter()
-        .map(|(iface, id)| {
-            vec![
-                "set".into(),
-                "interface".into(),
-                iface.clone(),
-                format!("external_ids:iface-id={id}"),
-            ]
-        })
-        .collect();
-    vsctl_batch(sb, &cmds, no_wait)
 }
 
 /// The topology's shape, shared by the wyvern and OVN runs.
@@ -388,6 +265,8 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
     let sb = OvsSandbox::dummy()?;
     let of_sock = sb.run_dir().join("wyvernd-of.sock");
     let data = tempfile::tempdir()?;
+    let metrics_port = wyvern_bench::free_local_port()?;
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let opts = WyverndOptions::new(wyvernd_bin)
         .data_dir(data.path().join("data"))
         .env("RUST_LOG", "warn")
@@ -398,7 +277,9 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         .arg("--openflow-listen")
         .arg(format!("unix:{}", of_sock.display()))
         .arg("--bridge")
-        .arg(BRIDGE);
+        .arg(BRIDGE)
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{metrics_port}"));
     let mut w: Wyvernd = opts.start()?;
     wyvern_testkit::poll::wait_until("wyvernd's bridge", timeout, || {
         flow_count(&sb).map(|n| n > 0).unwrap_or(false)
@@ -418,7 +299,7 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
     let total_ifaces = shape.ports() + args.samples;
     log(format!("creating {total_ifaces} dummy interfaces"));
     let t = Instant::now();
-    let chunks = create_interfaces(&sb, total_ifaces, total_ifaces)?;
+    create_interfaces(&sb, 0, total_ifaces, timeout)?;
     let vswitchd_ports = secs(t.elapsed());
     log(format!("  {vswitchd_ports} s"));
 
@@ -440,7 +321,7 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         .map(|(i, id)| (iface_name(i), id.clone()))
         .collect();
     let tb = Instant::now();
-    bind(&sb, &pairs, true)?;
+    bind(&sb, &pairs)?;
     let last_write = Instant::now();
     let bind_secs = secs(last_write - tb);
     // Every bound port has its egress flow (table 7, plus the miss flow) before the table
@@ -462,6 +343,7 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
 
     // Incremental: one port at a time.
     log("incremental ports");
+    let metrics_before = wyvernd_timings(&metrics_url).await?;
     let snoop = Snoop::start(&sb)?;
     let mut inc = Vec::new();
     for s in 0..args.samples {
@@ -497,18 +379,22 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
             .ofport(&iface)?
             .context("spare interface without ofport")?;
         let t_bind = Instant::now();
-        bind(&sb, &[(iface, pid)], true)?;
+        bind(&sb, &[(iface, pid)])?;
         let bind_done = Instant::now();
         let needle = format!("actions=output:{ofport}");
         let deadline = Instant::now() + timeout;
+        // Only the port's own egress flow is asked for (out_port): dumping all of table 7
+        // in a loop kept ovs-vswitchd busy formatting 5,000 flows while the bundle waited.
+        let filter = format!("table=7,out_port={ofport}");
         let seen = loop {
-            let out = sb.ofctl(&["dump-flows", "--no-stats", BRIDGE, "table=7"])?;
+            let out = sb.ofctl(&["dump-flows", "--no-stats", BRIDGE, &filter])?;
             if out.lines().any(|l| l.trim_end().ends_with(&needle)) {
                 break Instant::now();
             }
             if Instant::now() > deadline {
                 bail!("port {ofport}'s egress flow never arrived");
             }
+            std::thread::sleep(Duration::from_millis(1));
         };
         inc.push(json!({
             "api_create_ms": secs(api_done - t_api) * 1e3,
@@ -518,9 +404,24 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         }));
     }
     let (flows_with_inc, _) = wait_settled(&sb, stable, timeout, 1)?;
-    let mut acks = snoop.bundle_acks_ms();
+    let bundles = snoop.bundles();
     drop(snoop);
+    let metrics_after = wyvernd_timings(&metrics_url).await?;
+    let mut acks: Vec<f64> = bundles.iter().map(|b| b.barrier_reply_ms).collect();
     acks.sort_by(f64::total_cmp);
+    let mut commits: Vec<f64> = bundles.iter().filter_map(|b| b.commit_reply_ms).collect();
+    commits.sort_by(f64::total_cmp);
+    let mean_ms = |what: &str| {
+        let d = |k: &str| {
+            metrics_after[k].as_f64().unwrap_or(0.0) - metrics_before[k].as_f64().unwrap_or(0.0)
+        };
+        let n = d(&format!("{what}_count"));
+        (n > 0.0).then(|| json!({"count": n, "mean_ms": d(&format!("{what}_sum")) * 1e3 / n}))
+    };
+    let wyvernd_side = json!({
+        "ofctrl_sync": mean_ms("wyvern_openflow_sync_duration_seconds"),
+        "compile": mean_ms("wyvern_pipeline_compile_duration_seconds"),
+    });
 
     // Raw floor: the same flows through ovs-ofctl, wyvernd out of the way.
     log("raw ovs-ofctl floor");
@@ -575,7 +476,6 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
     inc_sorted.sort_by(f64::total_cmp);
     Ok(json!({
         "vswitchd_create_interfaces_s": vswitchd_ports,
-        "vswitchd_create_interfaces_chunks_s": chunks,
         "api_build_s": api_secs,
         "bind_transaction_s": bind_secs,
         "last_write_to_installed_s": after_write,
@@ -587,6 +487,9 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         "incremental_bind_to_flows_median_ms": inc_sorted.get(inc_sorted.len() / 2),
         "incremental_switch_ack_ms": acks,
         "incremental_switch_ack_median_ms": acks.get(acks.len() / 2),
+        "incremental_switch_commit_reply_median_ms": commits.get(commits.len() / 2),
+        "incremental_bundles": bundles,
+        "incremental_wyvernd_side": wyvernd_side,
         "raw_ofctl_bundle_add_flows_s": raw,
         "raw_best_s": raw_best,
         "cold_full_sync_s": cold,
@@ -596,78 +499,27 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
     }))
 }
 
-/// `ovs-ofctl --timestamp snoop` on the bridge's controller connection (millisecond
-/// timestamps from the switch's side); killed and reaped on drop.
-struct Snoop {
-    child: Child,
-    out: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Snoop {
-    fn start(sb: &OvsSandbox) -> anyhow::Result<Snoop> {
-        let dir = tempfile::tempdir()?;
-        let out = dir.path().join("snoop.txt");
-        let file = std::fs::File::create(&out)?;
-        let child = Command::new("ovs-ofctl")
-            .args(["-O", "OpenFlow13", "--timestamp", "snoop"])
-            .env("OVS_RUNDIR", sb.run_dir())
-            .arg(format!(
-                "unix:{}",
-                sb.run_dir().join(format!("{BRIDGE}.snoop")).display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(file.try_clone()?))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .context("failed to start ovs-ofctl snoop")?;
-        Ok(Snoop {
-            child,
-            out,
-            _dir: dir,
-        })
-    }
-
-    /// Per update: milliseconds from the bundle's OPEN_REQUEST to the BARRIER_REPLY that
-    /// follows its commit, as snoop saw them.
-    fn bundle_acks_ms(&self) -> Vec<f64> {
-        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        let mut acks = Vec::new();
-        let mut last_ts = None;
-        let mut open = None;
-        for line in text.lines() {
-            if let Some(ts) = parse_ts(line) {
-                last_ts = Some(ts);
-            }
-            if line.contains("type=OPEN_REQUEST") && open.is_none() {
-                open = last_ts;
-            }
-            if line.contains("OFPT_BARRIER_REPLY") {
-                if let (Some(a), Some(b)) = (open.take(), last_ts) {
-                    acks.push(((b - a) * 1e3 * 1e3).round() / 1e3);
-                }
-            }
+/// wyvernd's own timing histograms (sum and count of ofctrl syncs and compiles), read from
+/// its /metrics: the controller's side of an incremental change.
+async fn wyvernd_timings(url: &str) -> anyhow::Result<Value> {
+    let text = reqwest::get(url).await?.text().await?;
+    let mut out = serde_json::Map::new();
+    for h in [
+        "wyvern_openflow_sync_duration_seconds",
+        "wyvern_pipeline_compile_duration_seconds",
+    ] {
+        for part in ["sum", "count"] {
+            let name = format!("{h}_{part}");
+            // Unlabelled or the sum over labels.
+            let v: f64 = text
+                .lines()
+                .filter(|l| l.starts_with(&name) && !l.starts_with('#'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            out.insert(name, json!(v));
         }
-        acks
     }
-}
-
-/// Seconds of the day from snoop's `2026-11-28 14:31:17.123: ` prefix.
-fn parse_ts(line: &str) -> Option<f64> {
-    let time = line.get(11..23)?;
-    let mut parts = time.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let s: f64 = parts.next()?.parse().ok()?;
-    line.get(23..25).filter(|t| *t == ": ")?;
-    Some(h * 3600.0 + m * 60.0 + s)
-}
-
-impl Drop for Snoop {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Ok(Value::Object(out))
 }
 
 /// A daemon the benchmark started; killed and reaped on drop.
@@ -784,7 +636,7 @@ fn bench_ovn(args: &Args, shape: &Shape) -> anyhow::Result<Value> {
 
     log(format!("OVN: creating {} dummy interfaces", shape.ports()));
     let t = Instant::now();
-    create_interfaces(&sb, shape.ports(), shape.ports())?;
+    create_interfaces(&sb, 0, shape.ports(), timeout)?;
     let vswitchd_ports = secs(t.elapsed());
 
     log("OVN: building the topology with ovn-nbctl");
@@ -862,7 +714,7 @@ fn bench_ovn(args: &Args, shape: &Shape) -> anyhow::Result<Value> {
         .map(|k| (iface_name(k), format!("lsp{k}")))
         .collect();
     let tb = Instant::now();
-    bind(&sb, &pairs, true)?;
+    bind(&sb, &pairs)?;
     let last_write = Instant::now();
     let bind_secs = secs(last_write - tb);
     nbctl(&["--wait=hv".into(), "sync".into()])?;

@@ -17,18 +17,16 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::{json, Value};
-use wyvern_bench::{loadavg_1m, proc_cpu_time, Latency};
+use wyvern_bench::ovs::{bind, create_interfaces, iface_name, BRIDGE};
+use wyvern_bench::{loadavg_1m, proc_cpu_time, prom_sample, Latency};
 use wyvern_testkit::ovs::OvsSandbox;
 use wyvern_testkit::poll::wait_for;
 use wyvern_testkit::wyvernd::{Wyvernd, WyverndOptions};
-
-const BRIDGE: &str = "br-int";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,33 +59,6 @@ struct Args {
 
 fn log(msg: impl AsRef<str>) {
     eprintln!("[bench-metrics] {}", msg.as_ref());
-}
-
-/// Runs `ovs-vsctl` with many commands in one transaction.
-fn vsctl_batch(sb: &OvsSandbox, cmds: &[Vec<String>], no_wait: bool) -> anyhow::Result<()> {
-    let mut args: Vec<String> = vec![format!("--db={}", sb.db_target()), "--timeout=900".into()];
-    if no_wait {
-        args.push("--no-wait".into());
-    }
-    for (i, c) in cmds.iter().enumerate() {
-        if i > 0 {
-            args.push("--".into());
-        }
-        args.extend(c.iter().cloned());
-    }
-    let out = Command::new("ovs-vsctl")
-        .env("OVS_RUNDIR", sb.run_dir())
-        .args(&args)
-        .output()
-        .context("failed to run ovs-vsctl")?;
-    if !out.status.success() {
-        bail!("ovs-vsctl failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-fn iface_name(i: usize) -> String {
-    format!("p{i:05}")
 }
 
 /// Neutron calls.
@@ -207,17 +178,6 @@ fn metrics_addr(w: &Wyvernd) -> anyhow::Result<SocketAddr> {
     })
 }
 
-/// The value of the sample written exactly `series` in a text-format scrape.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 /// `scrapes` sequential scrapes on one connection: latency, size, series, CPU.
 async fn measure(
     http: &reqwest::Client,
@@ -285,7 +245,7 @@ async fn run(args: &Args, wyvernd_bin: &Path) -> anyhow::Result<Value> {
     let deadline = Instant::now() + timeout;
     loop {
         let t = scrape(&http).await?;
-        if sample(&t, "wyvern_openflow_connected") == Some(1.0) {
+        if prom_sample(&t, "wyvern_openflow_connected") == Some(1.0) {
             break;
         }
         if Instant::now() > deadline {
@@ -298,22 +258,10 @@ async fn run(args: &Args, wyvernd_bin: &Path) -> anyhow::Result<Value> {
 
     let total = args.networks * args.ports_per_network;
     log(format!("creating {total} dummy interfaces"));
-    let cmds: Vec<Vec<String>> = (0..total)
-        .map(|k| {
-            let name = iface_name(k);
-            vec![
-                "add-port".into(),
-                BRIDGE.into(),
-                name.clone(),
-                "--".into(),
-                "set".into(),
-                "interface".into(),
-                name,
-                "type=dummy".into(),
-            ]
-        })
-        .collect();
-    vsctl_batch(&sb, &cmds, false)?;
+    let t = Instant::now();
+    create_interfaces(&sb, 0, total, timeout)?;
+    let vswitchd_ports_s = t.elapsed().as_secs_f64();
+    log(format!("  {vswitchd_ports_s:.1} s"));
     log("building the topology through the API");
     let api = Api {
         http: http.clone(),
@@ -321,25 +269,18 @@ async fn run(args: &Args, wyvernd_bin: &Path) -> anyhow::Result<Value> {
     };
     let ports = build(&api, args).await?;
     log(format!("binding {} interfaces", ports.len()));
-    let binds: Vec<Vec<String>> = ports
+    let pairs: Vec<(String, String)> = ports
         .iter()
         .enumerate()
-        .map(|(i, id)| {
-            vec![
-                "set".into(),
-                "interface".into(),
-                iface_name(i),
-                format!("external_ids:iface-id={id}"),
-            ]
-        })
+        .map(|(i, id)| (iface_name(i), id.clone()))
         .collect();
-    vsctl_batch(&sb, &binds, true)?;
+    bind(&sb, &pairs)?;
     log("waiting until every port is bound and its flows are installed");
     let settled_at = Instant::now();
     let deadline = settled_at + timeout;
     loop {
         let t = scrape(&http).await?;
-        let v = |s: &str| sample(&t, s).unwrap_or(-1.0);
+        let v = |s: &str| prom_sample(&t, s).unwrap_or(-1.0);
         let desired = v("wyvern_openflow_flows{state=\"desired\"}");
         if v("wyvern_port_bindings") == total as f64
             && desired > 0.0
@@ -358,7 +299,7 @@ async fn run(args: &Args, wyvernd_bin: &Path) -> anyhow::Result<Value> {
     let mut last_rev = -1.0;
     let mut since = Instant::now();
     loop {
-        let rev = sample(&scrape(&http).await?, "wyvern_store_revision").unwrap_or(-1.0);
+        let rev = prom_sample(&scrape(&http).await?, "wyvern_store_revision").unwrap_or(-1.0);
         if rev != last_rev {
             last_rev = rev;
             since = Instant::now();
@@ -383,7 +324,8 @@ async fn run(args: &Args, wyvernd_bin: &Path) -> anyhow::Result<Value> {
         .sum::<f64>();
     Ok(json!({
         "ports": total,
-        "bound_ports": sample(&last, "wyvern_port_bindings"),
+        "vswitchd_create_interfaces_s": vswitchd_ports_s,
+        "bound_ports": prom_sample(&last, "wyvern_port_bindings"),
         "compiled_flows": flows,
         "empty": empty,
         "at_scale": full,

@@ -26,7 +26,7 @@ use crate::ir::{
     Action, FloodGroup, Flow, Match, NetKey, Owner, PortKey, PuntReason, RouterKey, ARP_OP_REQUEST,
     DHCP_CLIENT_PORT, DHCP_SERVER_PORT, ETH_TYPE_ARP, ETH_TYPE_IPV4, IP_PROTO_ICMP, IP_PROTO_UDP,
 };
-use crate::stage::Stage;
+use crate::stage::{Stage, STAGES};
 
 /// How routed traffic to known ports is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -221,6 +221,9 @@ pub struct Compiler {
     ports: KeyMap,
     routers: KeyMap,
     flows: BTreeMap<Owner, Vec<Flow>>,
+    /// Compiled flows per stage (indexed by [`Stage::index`]), kept as owners are
+    /// recompiled so that metrics never walk every flow.
+    stage_counts: [usize; STAGES.len()],
     groups: BTreeMap<NetKey, FloodGroup>,
 }
 
@@ -242,7 +245,19 @@ impl Compiler {
     }
 
     pub fn flow_count(&self) -> usize {
-        self.flows.values().map(Vec::len).sum()
+        self.stage_counts.iter().sum()
+    }
+
+    /// How many compiled flows each stage holds, in [`STAGES`] order; O(1).
+    pub fn flows_by_stage(&self) -> [usize; STAGES.len()] {
+        self.stage_counts
+    }
+
+    fn count_flows(&mut self, flows: &[Flow], add: bool) {
+        for f in flows {
+            let n = &mut self.stage_counts[f.stage.index()];
+            *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        }
     }
 
     pub fn groups(&self) -> impl Iterator<Item = &FloodGroup> {
@@ -423,6 +438,8 @@ impl Compiler {
             let (new_flows, new_group) = self.compile_owner(topo, bindings, owner)?;
             let old_flows = self.flows.remove(&owner).unwrap_or_default();
             diff_into(&old_flows, &new_flows, &mut delta);
+            self.count_flows(&old_flows, false);
+            self.count_flows(&new_flows, true);
             if !new_flows.is_empty() {
                 self.flows.insert(owner, new_flows);
             }

@@ -428,6 +428,13 @@ fn incremental_equals_full_on_random_change_sequences() {
             let mut full = c.clone();
             let delta = full.full(&w.topo, &b).unwrap();
             assert!(delta.is_empty(), "seed {seed} step {step} (choice {choice}): incremental differs from full: {delta:#?}");
+            // The per-stage counts kept incrementally equal a walk over the flows.
+            let mut walked = [0usize; STAGES.len()];
+            for f in c.flows() {
+                walked[f.stage.index()] += 1;
+            }
+            assert_eq!(c.flows_by_stage(), walked, "seed {seed} step {step}");
+            assert_eq!(c.flow_count(), walked.iter().sum::<usize>());
         }
         routed += c.flows().filter(|f| f.stage == Stage::L3Lookup).count();
     }
