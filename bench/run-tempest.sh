@@ -8,6 +8,7 @@
 #   TEMPEST_REGEX='^tempest\.api\.network\.test_ports' bench/run-tempest.sh
 #
 # CI runs a fixed, fast subset through `cargo test -p wyvern-daemon --test e2e tempest_network_subset`.
+# Results and why each skip is a skip: docs/tempest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEMPEST_REGEX="${TEMPEST_REGEX:-^tempest\.api\.network}"
