@@ -216,6 +216,15 @@ impl<'p> FastPath<'p> {
     /// turn into successive received frames (many flows from one null port); empty = off.
     pub fn set_rx_templates(&mut self, index: usize, frames: Vec<Vec<u8>>) {
         if let Some(t) = self.templates.get_mut(index) {
+            let frames = frames
+                .into_iter()
+                .map(|mut f| {
+                    if f.len() < Templates::FIXED {
+                        f.resize(Templates::FIXED, 0);
+                    }
+                    f
+                })
+                .collect();
             *t = Templates { frames, next: 0 };
         }
     }
@@ -398,6 +407,10 @@ struct Templates {
 }
 
 impl Templates {
+    /// Templates up to this long are written with one fixed-size copy (no `memcpy` call),
+    /// zero-padded: the bytes past a short template are of no interest to the pipeline.
+    const FIXED: usize = 64;
+
     #[inline]
     fn write(&mut self, d: &mut [u8]) {
         if self.frames.is_empty() {
@@ -407,6 +420,10 @@ impl Templates {
         self.next += 1;
         if self.next == self.frames.len() {
             self.next = 0;
+        }
+        if t.len() == Self::FIXED && d.len() >= Self::FIXED {
+            d[..Self::FIXED].copy_from_slice(&t[..Self::FIXED]);
+            return;
         }
         let k = d.len().min(t.len());
         d[..k].copy_from_slice(&t[..k]);

@@ -603,6 +603,11 @@ impl Engine {
 
     /// Runs a frame through the pipeline, rewriting it in place (MACs, TTL and checksum,
     /// ARP replies). Allocates nothing.
+    ///
+    /// Inlined into the caller's loop: a flow-cache hit is parse, key, one probe and the
+    /// replay; the table walk (a miss, or no cache) lives out of line so the hit path keeps
+    /// a small stack frame.
+    #[inline]
     pub fn process_meta(&mut self, frame: &mut [u8], meta: Meta) -> Verdict {
         let Ok(h) = Headers::parse(frame) else {
             return Verdict::Drop {
@@ -612,9 +617,7 @@ impl Engine {
         };
         let bytes = frame.len() as u64;
         if !self.cache.enabled() {
-            let key = extract(frame, &h, meta);
-            let mut rec = Recording::default();
-            return self.walk(frame, &h, key, meta, bytes, &mut rec);
+            return self.walk_uncached(frame, &h, meta, bytes);
         }
         let fk = flow_key(frame, &h, meta);
         let (slot, hash) = self.cache.find(&fk);
@@ -622,12 +625,34 @@ impl Engine {
             let rec = self.cache.recording(slot);
             return replay(rec, &mut self.slab, &mut self.misses, frame, &h, bytes);
         }
-        let key = extract(frame, &h, meta);
+        self.walk_and_cache(frame, &h, meta, bytes, &fk, hash)
+    }
+
+    /// Every packet walks the tables (cache off).
+    #[inline(never)]
+    fn walk_uncached(&mut self, frame: &mut [u8], h: &Headers, meta: Meta, bytes: u64) -> Verdict {
+        let key = extract(frame, h, meta);
         let mut rec = Recording::default();
-        let verdict = self.walk(frame, &h, key, meta, bytes, &mut rec);
+        self.walk(frame, h, key, meta, bytes, &mut rec)
+    }
+
+    /// A flow-cache miss: walk the tables and cache what the walk did.
+    #[inline(never)]
+    fn walk_and_cache(
+        &mut self,
+        frame: &mut [u8],
+        h: &Headers,
+        meta: Meta,
+        bytes: u64,
+        fk: &FlowKey,
+        hash: usize,
+    ) -> Verdict {
+        let key = extract(frame, h, meta);
+        let mut rec = Recording::default();
+        let verdict = self.walk(frame, h, key, meta, bytes, &mut rec);
         if !rec.overflow {
             rec.verdict = Some(verdict);
-            self.cache.put(&fk, hash, rec);
+            self.cache.put(fk, hash, rec);
         }
         verdict
     }
