@@ -262,6 +262,13 @@ impl<'p> FastPath<'p> {
                 let d = m.data_mut();
                 tpl.write(d);
                 let verdict = eng.process(d, in_port);
+                // The common case inline: unicast out of a bound port.
+                if let Verdict::Output(Out::Port(p)) = verdict {
+                    if let Some(i) = self.by_ofport.get(p) {
+                        self.tx[i].push(m);
+                        continue;
+                    }
+                }
                 self.dispatch(&eng, m, verdict, in_port);
             }
             self.rx = rx;
@@ -272,6 +279,7 @@ impl<'p> FastPath<'p> {
         received
     }
 
+    #[inline(never)]
     fn dispatch(&mut self, eng: &Engine, m: Mbuf<'p>, verdict: Verdict, in_port: u32) {
         match verdict {
             Verdict::Output(Out::Port(p)) => match self.by_ofport.get(p) {
