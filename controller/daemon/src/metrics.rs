@@ -267,6 +267,15 @@ impl Store for MeteredStore {
     async fn compact(&self, up_to: Revision) -> Result<(), StoreError> {
         self.inner.compact(up_to).await
     }
+
+    async fn put_leased(
+        &self,
+        key: &str,
+        value: wyvern_store::Bytes,
+        ttl: std::time::Duration,
+    ) -> Result<wyvern_store::LeaseGuard, StoreError> {
+        self.inner.put_leased(key, value, ttl).await
+    }
 }
 
 /// The metrics refreshed at scrape time from the sources.

@@ -10,7 +10,8 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+/// The value type of keys, re-exported so that `Store` wrappers need no `bytes` dependency.
+pub use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub mod conformance;
