@@ -89,6 +89,20 @@ async fn reactive_mode_routes_the_first_packet_through_the_controller() -> anyho
     let flows_after = lab.flow_count()?;
     eprintln!("flow count, reactive: {flows_before} before routed traffic, {flows_after} after");
     assert_eq!(flows_after, flows_before + 3);
+
+    // The first packet is never lost: with vm3's route deleted from the switch, one single
+    // ping (no retry) crosses the router on the packet-out that carries the route's own
+    // actions, and the route is back.
+    let ip3 = lab.vm("vm3").ip().to_string();
+    lab.ovs
+        .ofctl(&["del-flows", "br-int", &format!("table=6,ip,nw_dst={ip3}")])?;
+    let dump = lab.ovs.ofctl(&["dump-flows", "br-int"])?;
+    assert_eq!(reactive_routes(&dump), 2, "route not deleted:\n{dump}");
+    let p = lab.vm("vm1").ping_once(&ip3, None)?;
+    assert!(p.ok, "first packet to vm3 lost: {}", p.text);
+    assert_eq!(p.ttl, Some(63), "vm1 -> vm3 first packet: {}", p.text);
+    let dump = lab.ovs.ofctl(&["dump-flows", "br-int"])?;
+    assert_eq!(reactive_routes(&dump), 3, "route not reinstalled:\n{dump}");
     assert!(lab.wyvernd_alive().await);
     Ok(())
 }
