@@ -169,6 +169,12 @@ async fn run(
 ) {
     let addr = endpoint(&settings.addr);
     let mut compiled = ctrl.subscribe_compiles();
+    // Like the OpenFlow side: no sync before the bindings are known, or a restart would
+    // delete the bound ports' (correct) entries and write them again.
+    let mut synced = ctrl.bindings_synced();
+    if synced.wait_for(|s| *s).await.is_err() {
+        return;
+    }
     let mut pause = Duration::from_millis(100);
     loop {
         let cfg = P4rtConfig::new(

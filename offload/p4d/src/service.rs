@@ -43,11 +43,19 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    // Write batches are large (hundreds of kB): with HTTP/2's default 64 kB windows a
+    // request waits for several window updates from this side.
     tonic::transport::Server::builder()
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .tcp_nodelay(true)
         .add_service(Service::new(target).into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }
+
+/// HTTP/2 flow-control window of the P4Runtime server (stream and connection).
+const WINDOW: u32 = 16 << 20;
 
 /// Binds `addr` (port 0 picks a free one).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
@@ -60,7 +68,7 @@ impl p4_runtime_server::P4Runtime for Service {
         &self,
         req: Request<p4::WriteRequest>,
     ) -> Result<Response<p4::WriteResponse>, Status> {
-        let errors = self.target.write(req.get_ref())?;
+        let errors = self.target.write(req.into_inner())?;
         if errors.iter().all(|e| e.canonical_code == Code::Ok as i32) {
             return Ok(Response::new(p4::WriteResponse {}));
         }

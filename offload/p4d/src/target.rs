@@ -23,7 +23,7 @@ use wyvern_offload_p4rt::packetio::MODE_PIPELINE;
 use wyvern_offload_p4rt::state::{entry_key, normalize_group, EntryKey};
 use wyvern_pipeline::{NetKey, PortKey, PuntReason, RouterKey};
 
-use crate::translate::{stage_of, translate, TranslateError};
+use crate::translate::{stage_of, translate, translate_owned, TranslateError};
 
 /// Where frames leave the target: DPDK ports, or nowhere (control-plane-only mode).
 pub trait Ports: Send + Sync {
@@ -436,7 +436,7 @@ impl Target {
 
     /// Write: the RPC is refused as a whole for a backup (PERMISSION_DENIED) or without a
     /// pipeline; otherwise every update gets its own `p4.v1.Error` (OK ones included).
-    pub fn write(&self, req: &p4::WriteRequest) -> Result<Vec<p4::Error>, Status> {
+    pub fn write(&self, req: p4::WriteRequest) -> Result<Vec<p4::Error>, Status> {
         let mut st = lock(&self.state);
         st.stats.write_requests += 1;
         st.check_primary(req.device_id, &req.role, &req.election_id)?;
@@ -457,7 +457,7 @@ impl Target {
         let st = &mut *st;
         let errors: Vec<p4::Error> = req
             .updates
-            .iter()
+            .into_iter()
             .map(|u| apply(st, &mut engine, u))
             .collect();
         st.stats.update_errors += errors
@@ -724,7 +724,7 @@ fn select<'a>(
 }
 
 /// One update, as the spec orders a target to answer it.
-fn apply(st: &mut State, engine: &mut Engine, u: &p4::Update) -> p4::Error {
+fn apply(st: &mut State, engine: &mut Engine, u: p4::Update) -> p4::Error {
     let kind = update::Type::try_from(u.r#type).unwrap_or(update::Type::Unspecified);
     if kind == update::Type::Unspecified {
         return p4_error(
@@ -738,9 +738,9 @@ fn apply(st: &mut State, engine: &mut Engine, u: &p4::Update) -> p4::Error {
             "failed to apply an update: no pipeline",
         );
     };
-    match u.entity.as_ref().and_then(|e| e.entity.as_ref()) {
+    match u.entity.and_then(|e| e.entity) {
         Some(p4::entity::Entity::TableEntry(e)) => {
-            let tr = match translate(&pipeline.index, e, kind != update::Type::Delete) {
+            let tr = match translate_owned(&pipeline.index, e, kind != update::Type::Delete) {
                 Ok(t) => t,
                 Err(e) => return from_err(e),
             };

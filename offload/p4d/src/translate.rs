@@ -3,6 +3,8 @@
 //! record: key names via `key_name`, actions via `ir_actions`); ids come only from the
 //! P4Info. Every check here is one the spec asks a target to make, with its error code.
 
+use std::borrow::Cow;
+
 use p4runtime_proto::google::rpc::Code;
 use p4runtime_proto::p4::v1::{self as p4, field_match, table_action};
 use wyvern_engine::key::{full_mask, FIELDS};
@@ -124,6 +126,25 @@ pub fn translate(
     e: &p4::TableEntry,
     need_action: bool,
 ) -> Result<Translated, TranslateError> {
+    translate_cow(index, Cow::Borrowed(e), need_action)
+}
+
+/// [`translate`] of an entry the caller gives away (a Write's): its canonical form is
+/// made in place, not copied.
+pub fn translate_owned(
+    index: &P4InfoIndex,
+    e: p4::TableEntry,
+    need_action: bool,
+) -> Result<Translated, TranslateError> {
+    translate_cow(index, Cow::Owned(e), need_action)
+}
+
+fn translate_cow(
+    index: &P4InfoIndex,
+    entry: Cow<'_, p4::TableEntry>,
+    need_action: bool,
+) -> Result<Translated, TranslateError> {
+    let e: &p4::TableEntry = &entry;
     let table = index
         .table_by_id(e.table_id)
         .ok_or(TranslateError::UnknownTable(e.table_id))?;
@@ -254,7 +275,7 @@ pub fn translate(
         }
         Some(_) => return Err(TranslateError::IndirectAction { table: tname() }),
     };
-    let mut canonical = normalize(e.clone());
+    let mut canonical = normalize(entry.into_owned());
     canonical.idle_timeout_ns = 0;
     Ok(Translated {
         stage,

@@ -168,6 +168,8 @@ fn from_uint128(v: &p4::Uint128) -> u128 {
 /// Keeps one P4Runtime device's tables equal to the desired IR.
 pub struct P4rtBackend {
     client: P4RuntimeClient<Channel>,
+    /// The same connection, for Writes of pre-encoded requests.
+    channel: Channel,
     cfg: P4rtConfig,
     mapper: Mapper,
     stream_tx: mpsc::Sender<p4::StreamMessageRequest>,
@@ -198,6 +200,7 @@ impl P4rtBackend {
         Ok((
             P4rtBackend {
                 client: conn.client,
+                channel: conn.channel,
                 cfg,
                 mapper: Mapper::new(index),
                 stream_tx: conn.stream_tx,
@@ -227,6 +230,7 @@ impl P4rtBackend {
         self.reader.abort();
         let (conn, pin_rx) = Connection::open(addr, &self.cfg, packet_in).await?;
         self.client = conn.client;
+        self.channel = conn.channel;
         self.stream_tx = conn.stream_tx;
         self.mastership = conn.mastership;
         self.reader = conn.reader;
@@ -396,10 +400,15 @@ impl P4rtBackend {
         let mut in_doubt = false;
         for batch in plan.chunks(self.cfg.batch_size.max(1)) {
             report.write_requests += 1;
-            match self.write(batch).await {
+            // The updates are encoded from the stored bytes straight into the request.
+            let mut updates = Vec::with_capacity(batch.len() * 96);
+            for p in batch {
+                p.encode_update(&self.desired, &installed, &mut updates);
+            }
+            match self.write(updates).await {
                 Ok(()) => {
                     for p in batch {
-                        installed.apply(&p.update);
+                        installed.apply(p, &self.desired);
                         count(&mut report, p);
                     }
                 }
@@ -413,14 +422,13 @@ impl P4rtBackend {
                     };
                     for (p, e) in batch.iter().zip(errors) {
                         if e.canonical_code == rpc::Code::Ok as i32 {
-                            installed.apply(&p.update);
+                            installed.apply(p, &self.desired);
                             count(&mut report, p);
                         } else {
                             in_doubt = true;
                             report.failures.push(UpdateFailure {
-                                origin: p.origin.clone(),
-                                kind: p4::update::Type::try_from(p.update.r#type)
-                                    .unwrap_or(p4::update::Type::Unspecified),
+                                origin: p.origin(&self.desired, &installed),
+                                kind: p.kind,
                                 code: tonic::Code::from(e.canonical_code),
                                 message: e.message,
                             });
@@ -436,16 +444,27 @@ impl P4rtBackend {
         Ok(report)
     }
 
-    async fn write(&mut self, batch: &[Planned]) -> Result<(), tonic::Status> {
-        let req = p4::WriteRequest {
-            device_id: self.cfg.device_id,
-            role: self.cfg.role.clone(),
-            election_id: Some(uint128(self.cfg.election_id)),
-            updates: batch.iter().map(|p| p.update.clone()).collect(),
-            atomicity: write_request::Atomicity::ContinueOnError as i32,
-            ..Default::default()
+    /// One Write of `updates`, records of `WriteRequest.updates` encoded already.
+    async fn write(&mut self, updates: Vec<u8>) -> Result<(), tonic::Status> {
+        let req = EncodedWriteRequest {
+            head: p4::WriteRequest {
+                device_id: self.cfg.device_id,
+                role: self.cfg.role.clone(),
+                election_id: Some(uint128(self.cfg.election_id)),
+                atomicity: write_request::Atomicity::ContinueOnError as i32,
+                ..Default::default()
+            },
+            updates,
         };
-        self.client.write(req).await.map(|_| ())
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("failed to reach the target: {e}")))?;
+        let codec = tonic_prost::ProstCodec::<EncodedWriteRequest, p4::WriteResponse>::default();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/p4.v1.P4Runtime/Write");
+        grpc.unary(tonic::Request::new(req), path, codec)
+            .await
+            .map(|_| ())
     }
 
     /// Sends a frame to the target with its `packet_out` header, fields resolved by name.
@@ -479,6 +498,7 @@ impl P4rtBackend {
 /// One gRPC connection with its StreamChannel.
 struct Connection {
     client: P4RuntimeClient<Channel>,
+    channel: Channel,
     stream_tx: mpsc::Sender<p4::StreamMessageRequest>,
     mastership: watch::Receiver<Mastership>,
     reader: tokio::task::JoinHandle<()>,
@@ -495,14 +515,18 @@ impl Connection {
                 addr: addr.to_string(),
                 source,
             })?;
+        // Large windows both ways: Write batches and Read answers are hundreds of kB.
         let channel = endpoint
+            .initial_stream_window_size(Some(16 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+            .tcp_nodelay(true)
             .connect()
             .await
             .map_err(|source| BackendError::Connect {
                 addr: addr.to_string(),
                 source,
             })?;
-        let mut client = P4RuntimeClient::new(channel)
+        let mut client = P4RuntimeClient::new(channel.clone())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let (stream_tx, stream_rx) = mpsc::channel(64);
@@ -533,6 +557,7 @@ impl Connection {
         Ok((
             Connection {
                 client,
+                channel,
                 stream_tx,
                 mastership: m_rx,
                 reader,
@@ -543,11 +568,48 @@ impl Connection {
 }
 
 fn count(report: &mut SyncReport, p: &Planned) {
-    match p4::update::Type::try_from(p.update.r#type) {
-        Ok(p4::update::Type::Insert) => report.inserted += 1,
-        Ok(p4::update::Type::Modify) => report.modified += 1,
-        Ok(p4::update::Type::Delete) => report.deleted += 1,
-        _ => {}
+    match p.kind {
+        p4::update::Type::Insert => report.inserted += 1,
+        p4::update::Type::Modify => report.modified += 1,
+        p4::update::Type::Delete => report.deleted += 1,
+        p4::update::Type::Unspecified => {}
+    }
+}
+
+/// A `p4.v1.WriteRequest` whose `updates` are encoded already ([`Planned::encode_update`]):
+/// the request is written from the stored bytes, never built as messages. Send-only.
+#[derive(Debug, Clone, Default)]
+struct EncodedWriteRequest {
+    /// Every field but `updates`.
+    head: p4::WriteRequest,
+    /// Records of field 4, each with its tag and length.
+    updates: Vec<u8>,
+}
+
+impl Message for EncodedWriteRequest {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        self.head.encode_raw(buf);
+        buf.put_slice(&self.updates);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Never decoded by this side; skipping keeps the type a valid Message.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.head.encoded_len() + self.updates.len()
+    }
+
+    fn clear(&mut self) {
+        self.head.clear();
+        self.updates.clear();
     }
 }
 

@@ -310,4 +310,8 @@ impl P4InfoIndex {
     pub fn tables(&self) -> impl Iterator<Item = &TableInfo> {
         self.tables.values()
     }
+
+    pub fn actions(&self) -> impl Iterator<Item = &ActionInfo> {
+        self.actions.values()
+    }
 }

@@ -9,7 +9,7 @@ use wyvern_pipeline::ir::{Action, FieldKind, FloodGroup, Flow, Match};
 use wyvern_pipeline::stage::Stage;
 
 use crate::encode::{canonical, prefix_mask, WidthError};
-use crate::index::{IndexError, MatchKind, P4InfoIndex};
+use crate::index::{ActionInfo, IndexError, MatchKind, P4InfoIndex, TableInfo};
 
 /// The control block holding wyvern.p4's tables and actions.
 pub const CONTROL: &str = "MyIngress";
@@ -204,6 +204,38 @@ pub fn ir_actions(action: &str, arg: impl Fn(&str) -> Option<u128>) -> Option<Ve
     })
 }
 
+/// What a value is for, formatted only when it does not fit (an error).
+struct WhatKey<'a>(&'a str, &'a str);
+struct WhatParam<'a>(&'a str, &'a str);
+
+impl std::fmt::Display for WhatKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} key {}", self.0, self.1)
+    }
+}
+
+impl std::fmt::Display for WhatParam<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({})", self.0, self.1)
+    }
+}
+
+/// [`canonical`] with the error's description made only on failure.
+fn canonical_of(
+    value: u128,
+    bitwidth: u32,
+    what: &dyn std::fmt::Display,
+) -> Result<Vec<u8>, WidthError> {
+    if bitwidth < 128 && value >> bitwidth != 0 {
+        return Err(WidthError {
+            what: what.to_string(),
+            value,
+            bitwidth,
+        });
+    }
+    canonical(value, bitwidth, "")
+}
+
 /// The fully qualified table of a stage.
 pub fn table_name(stage: Stage) -> String {
     format!("{CONTROL}.{}", stage.name())
@@ -213,11 +245,44 @@ pub fn table_name(stage: Stage) -> String {
 #[derive(Debug, Clone)]
 pub struct Mapper {
     index: P4InfoIndex,
+    /// Each stage's table (by [`Stage::index`]), resolved once: mapping a flow then costs
+    /// no name lookups. `None` when the P4Info lacks it (reported per flow).
+    stage_tables: Vec<Option<TableInfo>>,
+    /// wyvern.p4's actions by short name (`route`), resolved once.
+    actions: Vec<(String, ActionInfo)>,
 }
 
 impl Mapper {
     pub fn new(index: P4InfoIndex) -> Self {
-        Mapper { index }
+        let stage_tables = wyvern_pipeline::stage::STAGES
+            .iter()
+            .map(|d| index.table(&table_name(d.stage)).ok().cloned())
+            .collect();
+        let prefix = format!("{CONTROL}.");
+        let actions = index
+            .actions()
+            .filter_map(|a| Some((a.name.strip_prefix(&prefix)?.to_owned(), a.clone())))
+            .collect();
+        Mapper {
+            index,
+            stage_tables,
+            actions,
+        }
+    }
+
+    fn stage_table(&self, stage: Stage) -> Result<&TableInfo, IndexError> {
+        self.stage_tables
+            .get(stage.index())
+            .and_then(Option::as_ref)
+            .ok_or_else(|| IndexError::UnknownTable(table_name(stage)))
+    }
+
+    fn action_named(&self, short: &str) -> Result<&ActionInfo, IndexError> {
+        self.actions
+            .iter()
+            .find(|(n, _)| n == short)
+            .map(|(_, a)| a)
+            .ok_or_else(|| IndexError::UnknownAction(format!("{CONTROL}.{short}")))
     }
 
     pub fn index(&self) -> &P4InfoIndex {
@@ -236,8 +301,8 @@ impl Mapper {
             flow: ctx(),
             source,
         };
-        let tname = table_name(flow.stage);
-        let table = self.index.table(&tname).map_err(ix)?;
+        let table = self.stage_table(flow.stage).map_err(ix)?;
+        let tname = || table.name.clone();
 
         let mut fms: Vec<p4::FieldMatch> = Vec::with_capacity(flow.matches.len());
         let mut seen = Vec::with_capacity(flow.matches.len());
@@ -251,7 +316,7 @@ impl Mapper {
             }
             seen.push(field.id);
             let w = field.bitwidth;
-            let what = format!("{tname} key {}", field.name);
+            let what = WhatKey(&table.name, &field.name);
             let full = prefix_mask(w, w);
             let (value, mask) = match match_value(m) {
                 Value::Full(v) => (v, full),
@@ -259,7 +324,7 @@ impl Mapper {
                 Value::Masked(v, mk) => (v, mk),
             };
             // Checked before masking, so a value wider than its key is never silently cut.
-            canonical(value, w, &what).map_err(wd)?;
+            canonical_of(value, w, &what).map_err(wd)?;
             let kind = match field.kind {
                 MatchKind::Exact | MatchKind::Optional | MatchKind::Range if mask != full => {
                     return Err(MapError::MaskOnExact {
@@ -268,15 +333,15 @@ impl Mapper {
                     })
                 }
                 MatchKind::Exact => field_match::FieldMatchType::Exact(field_match::Exact {
-                    value: canonical(value, w, &what).map_err(wd)?,
+                    value: canonical_of(value, w, &what).map_err(wd)?,
                 }),
                 MatchKind::Optional => {
                     field_match::FieldMatchType::Optional(field_match::Optional {
-                        value: canonical(value, w, &what).map_err(wd)?,
+                        value: canonical_of(value, w, &what).map_err(wd)?,
                     })
                 }
                 MatchKind::Range => {
-                    let v = canonical(value, w, &what).map_err(wd)?;
+                    let v = canonical_of(value, w, &what).map_err(wd)?;
                     field_match::FieldMatchType::Range(field_match::Range {
                         low: v.clone(),
                         high: v,
@@ -285,8 +350,8 @@ impl Mapper {
                 // A zero mask is a wildcard, which P4Runtime spells by leaving the field out.
                 MatchKind::Ternary | MatchKind::Lpm if mask == 0 => continue,
                 MatchKind::Ternary => field_match::FieldMatchType::Ternary(field_match::Ternary {
-                    value: canonical(value & mask, w, &what).map_err(wd)?,
-                    mask: canonical(mask, w, &what).map_err(wd)?,
+                    value: canonical_of(value & mask, w, &what).map_err(wd)?,
+                    mask: canonical_of(mask, w, &what).map_err(wd)?,
                 }),
                 MatchKind::Lpm => {
                     let plen = mask.count_ones();
@@ -297,7 +362,7 @@ impl Mapper {
                         });
                     }
                     field_match::FieldMatchType::Lpm(field_match::Lpm {
-                        value: canonical(value & mask, w, &what).map_err(wd)?,
+                        value: canonical_of(value & mask, w, &what).map_err(wd)?,
                         prefix_len: plen as i32,
                     })
                 }
@@ -321,7 +386,7 @@ impl Mapper {
             if flow.priority == 0 {
                 return Err(MapError::ZeroPriority {
                     flow: ctx(),
-                    table: tname,
+                    table: tname(),
                 });
             }
             i32::from(flow.priority)
@@ -330,13 +395,10 @@ impl Mapper {
         };
 
         let (aname, args) = p4_action(flow).ok_or_else(|| MapError::NoP4Action { flow: ctx() })?;
-        let action = self
-            .index
-            .action(&format!("{CONTROL}.{aname}"))
-            .map_err(ix)?;
+        let action = self.action_named(aname).map_err(ix)?;
         if !table.allows_action(action.id) {
             return Err(ix(IndexError::ActionNotInTable {
-                table: tname,
+                table: tname(),
                 action: action.name.clone(),
             }));
         }
@@ -345,8 +407,7 @@ impl Mapper {
             let p = action.param(pname).map_err(ix)?;
             params.push(p4::action::Param {
                 param_id: p.id,
-                value: canonical(v, p.bitwidth, &format!("{}({pname})", action.name))
-                    .map_err(wd)?,
+                value: canonical_of(v, p.bitwidth, &WhatParam(&action.name, pname)).map_err(wd)?,
             });
         }
         params.sort_by_key(|p| p.param_id);

@@ -1,0 +1,148 @@
+//! The packet test: wyvernd programs wyvern-p4d, whose switch ports 1..3 are DPDK
+//! pcap ports; with `--hold-rx` the input pcap is read only once the tables hold the
+//! topology. The output pcaps must hold the ARP reply with the router's MAC, the L2
+//! delivery unchanged, the routed packet with TTL-1 and rewritten MACs, no spoofed packet,
+//! and the DHCP OFFER wyvernd's DHCP app made from the PacketIn, sent back as a PacketOut.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use wyvern_testkit::ovs::OvsSandbox;
+use wyvern_testkit::poll::wait_until;
+
+use crate::common::Api;
+use crate::harness::{self, Demo, DpdkRunDir, P4d, Reader};
+use crate::harness::{GW1_IP, GW1_MAC, GW2_MAC, VM1_IP, VM1_MAC, VM2_IP, VM2_MAC, VM3_IP, VM3_MAC};
+use crate::packet::{self, Dhcp, Frame};
+
+const XID: u32 = 0x5157_0001;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wyvernd_programs_p4d_which_forwards_and_answers_dhcp_through_wyvernd() {
+    let arp_gw = packet::arp_request(VM1_MAC, VM1_IP, GW1_IP);
+    let l2 = packet::udp_packet(VM1_MAC, VM2_MAC, VM1_IP, VM2_IP, 1, 4000, 5000);
+    let routed = packet::udp_packet(VM1_MAC, GW1_MAC, VM1_IP, VM3_IP, 2, 4000, 5000);
+    let spoofed = packet::udp_packet(
+        VM1_MAC,
+        VM2_MAC,
+        Ipv4Addr::new(10, 0, 1, 99),
+        VM2_IP,
+        3,
+        4000,
+        5000,
+    );
+    let discover = packet::dhcp_discover(VM1_MAC, XID);
+    let input = vec![arp_gw, l2.clone(), routed.clone(), spoofed, discover];
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |n: &str| dir.path().join(n);
+    harness::write_pcap(&path("in0.pcap"), &input).expect("pcap");
+    harness::write_pcap(&path("empty.pcap"), &[]).expect("pcap");
+    let run_dir = DpdkRunDir::new("fwd");
+    let vdev = |i: usize, rx: &str| {
+        format!(
+            "--vdev=net_pcap{i},rx_pcap={},tx_pcap={}",
+            path(rx).display(),
+            path(&format!("out{i}.pcap")).display()
+        )
+    };
+    let mut args: Vec<String> = ["--hold-rx", "--", "--no-huge", "--no-pci", "-m", "512"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend([
+        "--file-prefix".into(),
+        run_dir.prefix.clone(),
+        "-l".into(),
+        "0".into(),
+        "--no-telemetry".into(),
+        "--log-level=warning".into(),
+        vdev(0, "in0.pcap"),
+        vdev(1, "empty.pcap"),
+        vdev(2, "empty.pcap"),
+    ]);
+    let p4d = P4d::start(&args).expect("wyvern-p4d with DPDK pcap ports");
+
+    let ovs = OvsSandbox::dummy().expect("OVS sandbox");
+    let w = harness::wyvernd(&ovs, &p4d, 10).expect("wyvernd");
+    let api = Api::new(w.url());
+    let demo = Demo::build(&api, &w.url(), &ovs).await;
+
+    // The tables hold the topology: let the input in.
+    let mut reader = Reader::connect(&p4d).await.expect("backup controller");
+    reader.wait_for(&demo.needles(), || w.log_tail()).await;
+    p4d.release_rx();
+
+    let read = |n: &str| harness::read_pcap(&path(n));
+    let done = tokio::task::block_in_place(|| {
+        wait_until("the output pcaps", Duration::from_secs(30), || {
+            read("out0.pcap").len() >= 2
+                && !read("out1.pcap").is_empty()
+                && !read("out2.pcap").is_empty()
+        })
+    });
+    let (out0, out1, out2) = (read("out0.pcap"), read("out1.pcap"), read("out2.pcap"));
+    assert!(
+        done.is_ok(),
+        "outputs: {out0:?} {out1:?} {out2:?}\n{}",
+        w.log_tail()
+    );
+
+    // vm1's port: the ARP reply from the router's MAC, and wyvernd's DHCP OFFER.
+    assert_eq!(out0.len(), 2, "{out0:?}");
+    let frames: Vec<Frame> = out0.iter().filter_map(|b| Frame::parse(b)).collect();
+    let arp = frames
+        .iter()
+        .find_map(|f| f.arp().map(|a| (f.clone(), a)))
+        .expect("an ARP frame to vm1");
+    let (frame, arp) = arp;
+    assert_eq!(arp.op, 2, "a reply");
+    assert_eq!((arp.sha, arp.spa), (GW1_MAC, GW1_IP));
+    assert_eq!((arp.tha, arp.tpa), (VM1_MAC, VM1_IP));
+    assert_eq!((frame.src, frame.dst), (GW1_MAC, VM1_MAC));
+    let offer = frames
+        .iter()
+        .find_map(|f| {
+            let ip = f.ipv4()?;
+            let (sport, dport, payload) = ip.udp()?;
+            ((sport, dport) == (67, 68)).then(|| (f.src, Dhcp::parse(payload)))
+        })
+        .expect("a DHCP answer to vm1");
+    let (offer_src, offer) = offer;
+    let offer = offer.expect("a DHCP message");
+    assert_eq!(offer_src, GW1_MAC, "from the gateway");
+    assert_eq!(offer.op, 2, "BOOTREPLY");
+    assert_eq!(offer.message_type, Some(2), "DHCPOFFER");
+    assert_eq!(offer.xid, XID);
+    assert_eq!(offer.chaddr, VM1_MAC);
+    assert_eq!(offer.yiaddr, VM1_IP, "the port's IP");
+    assert_eq!(offer.router, Some(GW1_IP));
+
+    // vm2's port: the L2 unicast, unchanged; the spoofed copy never arrives.
+    assert_eq!(out1, vec![l2], "vm2's port");
+
+    // vm3's port: routed, TTL 63, the router's MAC on net2 as source, vm3's as destination.
+    assert_eq!(out2.len(), 1, "{out2:?}");
+    let f = Frame::parse(&out2[0]).expect("a frame");
+    assert_eq!((f.src, f.dst), (GW2_MAC, VM3_MAC));
+    let ip = f.ipv4().expect("IPv4");
+    assert_eq!(ip.ttl, 63);
+    assert!(ip.checksum_ok);
+    assert_eq!((ip.src, ip.dst), (VM1_IP, VM3_IP));
+    assert_eq!(&out2[0][34..], &routed[34..], "payload untouched");
+
+    // Every update wyvernd wrote was accepted.
+    let syncs = harness::logged_syncs(&w);
+    assert!(!syncs.is_empty(), "{}", w.log_tail());
+    assert!(
+        syncs.iter().all(|s| s[3] == 0),
+        "refused updates: {syncs:?}"
+    );
+    assert!(
+        matches!(
+            reader.mastership(),
+            wyvern_offload_p4rt::Mastership::Backup { .. }
+        ),
+        "the reader stayed a backup"
+    );
+}
