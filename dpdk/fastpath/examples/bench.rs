@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rte::{Eal, Mempool, PoolConfig, Port, PortConf};
 use serde_json::{json, Value};
+use wyvern_engine::cache::DEFAULT_CACHE_SLOTS;
 use wyvern_engine::packet::encode;
 use wyvern_engine::{Engine, Verdict};
 use wyvern_fastpath::{Config, FastPath};
@@ -203,7 +204,7 @@ fn main() -> Result<()> {
         .collect();
     for &(m, cache) in runs.iter().filter(|_| args.engine_only) {
         let mut eng = engine.lock().map_err(|_| anyhow::anyhow!("engine lock"))?;
-        eng.set_flow_cache(if cache { 4096 } else { 0 });
+        eng.set_flow_cache(if cache { DEFAULT_CACHE_SLOTS } else { 0 });
         let n = 5_000_000u64;
         let tpl = &m.templates[0];
         let mut buf = tpl[0].clone();
@@ -349,7 +350,7 @@ fn run_dpdk(
         engine
             .lock()
             .map_err(|_| anyhow::anyhow!("engine lock"))?
-            .set_flow_cache(if cache { 4096 } else { 0 });
+            .set_flow_cache(if cache { DEFAULT_CACHE_SLOTS } else { 0 });
         for p in ports.iter_mut() {
             p.reset_stats()?;
         }
@@ -371,6 +372,10 @@ fn run_dpdk(
             fp.poll();
         }
         let before = fp.stats();
+        let cache_before = engine
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine lock"))?
+            .cache_stats();
         let cpu_before = thread_cpu_seconds();
         let start = Instant::now();
         let limit = Duration::from_secs_f64(args.seconds);
@@ -385,7 +390,13 @@ fn run_dpdk(
         let secs = start.elapsed().as_secs_f64();
         let cpu = thread_cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
         let s = fp.stats();
+        let cache_after = engine
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine lock"))?
+            .cache_stats();
         drop(fp);
+        let cache_hits = cache_after.hits - cache_before.hits;
+        let cache_lookups = cache_hits + cache_after.misses - cache_before.misses;
         let rx = s.rx - before.rx;
         let tx = s.tx - before.tx;
         let o0 = ports[0].stats()?.opackets;
@@ -394,6 +405,7 @@ fn run_dpdk(
             "mode": m.name,
             "flow_cache": cache,
             "flows_per_direction": args.flows,
+            "cache_hit_rate": (cache_lookups > 0).then(|| cache_hits as f64 / cache_lookups as f64),
             "stages": m.stages,
             "mpps": rx as f64 / secs / 1e6,
             "cpu_share": cpu.map(|c| c / secs),
