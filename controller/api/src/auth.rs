@@ -275,7 +275,13 @@ pub struct KeystoneAuth {
     http: reqwest::Client,
     service: tokio::sync::Mutex<Option<ServiceToken>>,
     cache: RwLock<HashMap<String, CachedIdentity>>,
+    /// Validations in flight, by token: requests that miss the cache for a token already
+    /// being validated wait for that answer instead of asking Keystone again.
+    flights: std::sync::Mutex<HashMap<String, Flight>>,
 }
+
+/// One validation of one token, shared by every request that waits for it.
+type Flight = Arc<tokio::sync::OnceCell<Result<KeystoneIdentity, AuthFailure>>>;
 
 #[derive(Deserialize)]
 struct TokenBody {
@@ -355,14 +361,49 @@ impl KeystoneAuth {
             http,
             service: tokio::sync::Mutex::new(None),
             cache: RwLock::new(HashMap::new()),
+            flights: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
     /// The identity of `token`: from the cache while trusted, else from Keystone.
+    ///
+    /// One validation per token at a time: when a busy token's cache entry ends, every
+    /// request carrying it misses at once. Without this each asked Keystone (measured with
+    /// 64 clients: 64 validations queued on a one-worker Keystone, some past the timeout,
+    /// answered 503). Waiters share the answer, failures included (a Keystone that hangs
+    /// costs each of them one timeout, not one per request ahead of them); failures are not
+    /// cached beyond that.
     pub async fn validate(&self, token: &str) -> Result<KeystoneIdentity, AuthFailure> {
         if let Some(id) = self.cached(token)? {
             return Ok(id);
         }
+        let flight: Flight = {
+            let mut f = self.flights.lock().map_err(|_| {
+                AuthFailure::Unavailable("the validation table lock is poisoned".into())
+            })?;
+            f.entry(token.to_string()).or_default().clone()
+        };
+        let answer = flight
+            .get_or_init(|| async {
+                // Filled while this request waited its turn (a flight that just ended).
+                match self.cached(token) {
+                    Ok(Some(id)) => Ok(id),
+                    Ok(None) => self.ask_keystone(token).await,
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+            .clone();
+        if let Ok(mut f) = self.flights.lock() {
+            if f.get(token).is_some_and(|g| Arc::ptr_eq(g, &flight)) {
+                f.remove(token);
+            }
+        }
+        answer
+    }
+
+    /// Validates `token` with Keystone (remembering a valid answer).
+    async fn ask_keystone(&self, token: &str) -> Result<KeystoneIdentity, AuthFailure> {
         let mut retried = false;
         loop {
             let service = self.service_token(retried).await?;
@@ -564,6 +605,92 @@ mod tests {
         let err = auth.authenticate(&h, Timestamp(0)).await.unwrap_err();
         assert!(matches!(err, AuthFailure::Unavailable(_)), "{err:?}");
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// A minimal Keystone on a loopback port: the service login (POST) and slow token
+    /// validations (GET, 100 ms each), counting the validations it answered.
+    async fn fake_keystone(validations: Arc<std::sync::atomic::AtomicUsize>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut c, _)) = l.accept().await else {
+                    return;
+                };
+                let validations = validations.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // Headers, then the body by Content-Length.
+                    let (head_end, len) = loop {
+                        let n = c.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (i + 4, len);
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        let n = c.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let doc = r#"{"token": {"expires_at": "2999-01-01T00:00:00Z",
+                        "user": {"id": "u1", "name": "alice"},
+                        "project": {"id": "p1", "name": "pa"},
+                        "roles": [{"name": "member"}]}}"#;
+                    let (status, extra) = if buf.starts_with(b"POST") {
+                        ("201 Created", "X-Subject-Token: service-token\r\n")
+                    } else {
+                        validations.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        ("200 OK", "")
+                    };
+                    let resp = format!(
+                        "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{doc}",
+                        doc.len()
+                    );
+                    let _ = c.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    /// 32 requests with one uncached token make ONE validation (a cache miss under load
+    /// must not turn into a burst on Keystone), and all get the identity.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_for_one_token_share_one_validation() {
+        let validations = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let url = fake_keystone(validations.clone()).await;
+        let auth = Arc::new(KeystoneAuth::new(KeystoneConfig::new(url, "u", "p", "s")).unwrap());
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.validate("user-token").await })
+            })
+            .collect();
+        for t in tasks {
+            let id = t.await.unwrap().unwrap();
+            assert_eq!(id.project_id, "p1");
+        }
+        assert_eq!(validations.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Cached now; a different token is validated on its own.
+        auth.validate("user-token").await.unwrap();
+        auth.validate("other-token").await.unwrap();
+        assert_eq!(validations.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
