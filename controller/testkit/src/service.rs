@@ -151,7 +151,10 @@ impl Service {
         let deadline = Instant::now() + self.spec.start_timeout;
         self.ready = loop {
             if let Some(status) = self.try_wait()? {
-                bail!("{name} exited with {status} before serving\n{}", self.log_tail());
+                bail!(
+                    "{name} exited with {status} before serving\n{}",
+                    self.log_tail()
+                );
             }
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(line) => break line,
