@@ -342,6 +342,23 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
     ));
 
     // Incremental: one port at a time.
+    // The bulk bind makes wyvernd write back 5,000 port statuses (each a store event and a
+    // compile): the samples start once the store revision held still, not behind that queue.
+    let quiet_deadline = Instant::now() + timeout;
+    let (mut last_rev, mut since) = (None, Instant::now());
+    loop {
+        let text = reqwest::get(&metrics_url).await?.text().await?;
+        let rev = wyvern_bench::prom_sample(&text, "wyvern_store_revision");
+        if rev != last_rev {
+            (last_rev, since) = (rev, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        if Instant::now() > quiet_deadline {
+            bail!("wyvernd's store never went quiet");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     log("incremental ports");
     let metrics_before = wyvernd_timings(&metrics_url).await?;
     let snoop = Snoop::start(&sb)?;
