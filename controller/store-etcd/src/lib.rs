@@ -532,12 +532,15 @@ struct LeaseKeeper {
 
 impl LeaseKeeper {
     async fn run(self) {
-        let period = Duration::from_millis(u64::try_from(self.ttl_s).unwrap_or(1) * 1000 / 3);
+        let ttl = Duration::from_secs(u64::try_from(self.ttl_s).unwrap_or(1));
+        let period = ttl / 3;
+        let mut last_ok = tokio::time::Instant::now();
         loop {
             let id = self.current.load(Ordering::Relaxed);
-            let alive = self.keep(id, period).await;
-            if alive {
-                // The stream broke while the lease lived: reopen it after a pause.
+            let alive = self.keep(id, period, &mut last_ok).await;
+            // A lease etcd says is gone, or one not renewed for a whole TTL (keep-alive
+            // streams failing), is granted anew and the key put again.
+            if alive && last_ok.elapsed() < ttl {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -549,6 +552,7 @@ impl LeaseKeeper {
                 Ok(id) => {
                     tracing::warn!(key = %self.key, lease = id, "lease had expired; key put again");
                     self.current.store(id, Ordering::Relaxed);
+                    last_ok = tokio::time::Instant::now();
                 }
                 Err(e) => {
                     tracing::warn!(key = %self.key, error = %e, "failed to renew an expired lease; retrying");
@@ -559,21 +563,25 @@ impl LeaseKeeper {
     }
 
     /// Sends keep-alives until the stream breaks (returns true: the lease may still live)
-    /// or etcd says the lease is gone (false).
-    async fn keep(&self, id: i64, period: Duration) -> bool {
+    /// or etcd says the lease is gone (false). `last_ok` is when etcd last confirmed it.
+    async fn keep(&self, id: i64, period: Duration, last_ok: &mut tokio::time::Instant) -> bool {
         let mut client = self.store.lease.clone();
         let (mut keeper, mut stream) = match client.keep_alive(id).await {
             Ok(k) => k,
             Err(e) => {
-                tracing::debug!(error = %e, "failed to open a lease keep-alive stream");
+                tracing::warn!(error = %e, "failed to open a lease keep-alive stream");
                 return true;
             }
         };
         loop {
             match stream.message().await {
                 Ok(Some(r)) if r.ttl() <= 0 => return false,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return true,
+                Ok(Some(_)) => *last_ok = tokio::time::Instant::now(),
+                Ok(None) => return true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "lease keep-alive stream broke");
+                    return true;
+                }
             }
             tokio::time::sleep(period).await;
             if keeper.keep_alive().await.is_err() {
