@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::keystone::Cloud;
 use wyvern_testkit::keystone::{ADMIN_PASSWORD, REGION};
 
-/// The CI subset: network, subnet, port and router lifecycles, tags, extensions, versions.
-const SUBSET: &str = r"^tempest\.api\.network\.(test_networks\.NetworksTest\.|test_ports\.PortsTestJSON\.|test_routers\.RoutersTest\.test_(create_show_list_update_delete_router|add_remove_router_interface_with_subnet_id)|test_tags\.TagsTest\.|test_extensions\.|test_versions\.)";
+/// The CI subset: network, subnet, port and router lifecycles, tags, extensions, versions,
+/// external networks, the agent list and router gateway errors.
+const SUBSET: &str = r"^tempest\.api\.network\.(test_networks\.NetworksTest\.|test_ports\.PortsTestJSON\.|test_routers\.RoutersTest\.test_(create_show_list_update_delete_router|add_remove_router_interface_with_subnet_id|router_interface_port_update_with_fixed_ip)|test_tags\.TagsTest\.|test_extensions\.|test_versions\.|admin\.test_external_network_extension\.|test_agent_management_negative\.|test_routers_negative\.RoutersNegativeTest\.test_router_add_gateway_)";
 
 /// Counts and details of one tempest run.
 #[derive(Debug, Default)]
