@@ -12,9 +12,17 @@
 //!
 //! The same generator (`dhcp-load`: real-client DORAs, many MACs, closed loop) runs against
 //! wyvern, then against Kea (raw sockets, a reservation per client MAC with the same
-//! address wyvern's port has, so both hand out fixed addresses). Then perfdhcp (Kea's own
-//! tool, relay mode) against Kea for reference; perfdhcp cannot drive wyvern (it always
-//! simulates a relay agent; wyvern's server is port-local and never answers relays).
+//! address wyvern's port has, so both hand out fixed addresses).
+//!
+//! Then Kea's own `perfdhcp`, with the same arguments against both servers. perfdhcp always
+//! simulates a relay agent (giaddr = its address, many chaddrs from one socket). It runs
+//! as `-L 68 -o 82,1300`: from UDP port 68 (wyvern's pipeline punts only client-to-server
+//! 68 -> 67 DHCP) with option 82 carrying the RFC 8357 relay source port sub-option, so both
+//! servers answer to port 68. wyvernd runs with `--dhcp-allow-relay true`: the generator is
+//! a wyvern port (`relay`, GEN_MAC/GEN_IP) on the clients' network, and wyvern answers a
+//! relayed request whose giaddr is the relay port's own IP for the port whose MAC is the
+//! chaddr (as Neutron's dnsmasq answers a relay in its subnet). All DHCP then enters br-int
+//! on one port, so that port's rate limit is raised (`--dhcp-rate-limit`) for the run.
 //!
 //! Prints one JSON document on stdout; progress on stderr.
 
@@ -51,8 +59,8 @@ struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Target rate for perfdhcp against Kea (exchanges/s); 0 skips perfdhcp.
-    #[arg(long, default_value_t = 2000)]
+    /// Target rate for perfdhcp against both servers (exchanges/s); 0 skips perfdhcp.
+    #[arg(long, default_value_t = 4000)]
     perfdhcp_rate: u32,
 }
 
@@ -115,6 +123,37 @@ fn summary(mut v: Value, ports: &[(String, String)]) -> Value {
     v
 }
 
+/// perfdhcp's fixed arguments: relay from UDP 68 with the RFC 8357 relay source port
+/// sub-option (option 82, sub-option 19, length 0), broadcast from eth0.
+const PERFDHCP_ARGS: [&str; 7] = ["-4", "-l", "eth0", "-L", "68", "-o", "82,1300"];
+
+/// One perfdhcp run from the generator namespace: rate, drops, and its report.
+fn perfdhcp(lab: &Lab, macs: &Path, args: &Args) -> anyhow::Result<Value> {
+    let out = lab.namespaces[0]
+        .command("perfdhcp")
+        .args(PERFDHCP_ARGS)
+        .arg("-M")
+        .arg(macs)
+        .args(["-R", &args.clients.to_string()])
+        .args(["-r", &args.perfdhcp_rate.to_string()])
+        .args(["-p", &format!("{}", args.seconds.ceil() as u64)])
+        .output()
+        .context("failed to run perfdhcp")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rate = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Rate: "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse::<f64>().ok());
+    Ok(json!({
+        "target_rate": args.perfdhcp_rate,
+        "dora_per_sec": rate,
+        "exit_code": out.status.code(),
+        "report": text.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(),
+        "stderr": String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>(),
+    }))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -123,7 +162,20 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => wyvernd.with_file_name("dhcp-load"),
     };
-    let mut lab = Lab::start(&wyvernd, &["--dhcp-dns", "192.0.2.53"])?;
+    // One port (perfdhcp's relay) carries every exchange: lift the per-port DHCP limit.
+    let mut lab = Lab::start(
+        &wyvernd,
+        &[
+            "--dhcp-dns",
+            "192.0.2.53",
+            "--dhcp-allow-relay",
+            "true",
+            "--dhcp-rate-limit",
+            "1000000",
+            "--dhcp-burst",
+            "1000000",
+        ],
+    )?;
     // Files of this run live in the OVS run dir, deleted with it.
     let scratch = lab.ovs.run_dir().to_path_buf();
     let net = lab.create("network", json!({"name": "dhcp"})).await?;
@@ -149,6 +201,15 @@ async fn main() -> anyhow::Result<()> {
             .to_owned();
         ports.push((s("id"), s("mac_address"), ip));
     }
+    // perfdhcp's relay port: the generator namespace's own MAC and address.
+    let relay = lab
+        .create(
+            "port",
+            json!({"network_id": net["id"], "name": "relay", "mac_address": GEN_MAC,
+                   "fixed_ips": [{"ip_address": GEN_IP}]}),
+        )
+        .await?;
+    let relay_id = relay["id"].as_str().unwrap_or_default().to_owned();
     let mac_ip: Vec<(String, String)> = ports
         .iter()
         .map(|(_, m, ip)| (m.clone(), ip.clone()))
@@ -209,6 +270,28 @@ async fn main() -> anyhow::Result<()> {
         let v: Vec<&str> = vsctl.iter().map(String::as_str).collect();
         lab.ovs.vsctl(&v)?;
     }
+    lab.ovs.vsctl(&[
+        "add-port",
+        "br-fan",
+        "frelay",
+        "--",
+        "set",
+        "interface",
+        "frelay",
+        "type=patch",
+        "options:peer=irelay",
+        "--",
+        "add-port",
+        "br-int",
+        "irelay",
+        "--",
+        "set",
+        "interface",
+        "irelay",
+        "type=patch",
+        "options:peer=frelay",
+        &format!("external_ids:iface-id={relay_id}"),
+    ])?;
     let mut flows = String::new();
     for (k, (_, mac, _)) in ports.iter().enumerate() {
         flows.push_str(&format!(
@@ -217,11 +300,15 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     flows.push_str("priority=100,in_port=kea0,actions=output:gen0\n");
+    flows.push_str(&format!(
+        "priority=150,in_port=gen0,dl_src={GEN_MAC},actions=output:frelay\n\
+         priority=100,in_port=frelay,actions=output:gen0\n"
+    ));
     let flow_file = scratch.join("fan.flows");
     std::fs::write(&flow_file, flows)?;
     lab.ovs
         .ofctl(&["add-flows", "br-fan", &flow_file.display().to_string()])?;
-    lab.wait_active(args.clients).await?;
+    lab.wait_active(args.clients + 1).await?;
 
     eprintln!("load on wyvern");
     let wyvern_pid = lab.wyvernd.pid().unwrap_or(0);
@@ -286,30 +373,29 @@ async fn main() -> anyhow::Result<()> {
     let kea_result = load(&lab, &dhcp_load, &macs, args.window, args.seconds)?;
     let kea_cpu = cpu_delta(cpu0, wyvern_bench::proc_cpu_time(kea_pid));
 
-    // perfdhcp against Kea (relay mode; its own numbers, for reference).
-    let perfdhcp = if args.perfdhcp_rate > 0 {
-        eprintln!("perfdhcp on kea");
+    // perfdhcp, the same arguments against both servers (see the top of this file).
+    let (perfdhcp_wyvern, perfdhcp_kea) = if args.perfdhcp_rate > 0 {
         let gen = &lab.namespaces[0];
         gen.exec(&["ip", "addr", "add", &format!("{GEN_IP}/16"), "dev", "eth0"])?;
-        let out = gen
-            .command("perfdhcp")
-            .args(["-4", "-l", "eth0", "-M"])
-            .arg(&macs)
-            .args(["-R", &args.clients.to_string()])
-            .args(["-r", &args.perfdhcp_rate.to_string()])
-            .args(["-p", &format!("{}", args.seconds.ceil() as u64)])
-            .output()
-            .context("failed to run perfdhcp")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let rate = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Rate: "))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|r| r.parse::<f64>().ok());
-        json!({"mode": "relay (giaddr set), as perfdhcp always does", "target_rate": args.perfdhcp_rate,
-               "dora_per_sec": rate, "report": text.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>()})
+        let to_kea = "priority=200,in_port=gen0,actions=output:kea0";
+        lab.ovs.ofctl(&[
+            "del-flows",
+            "br-fan",
+            "--strict",
+            "priority=200,in_port=gen0",
+        ])?;
+        eprintln!("perfdhcp on wyvern");
+        let cpu0 = wyvern_bench::proc_cpu_time(wyvern_pid);
+        let mut w = perfdhcp(&lab, &macs, &args)?;
+        w["server_cpu_seconds"] = json!(cpu_delta(cpu0, wyvern_bench::proc_cpu_time(wyvern_pid)));
+        lab.ovs.ofctl(&["add-flow", "br-fan", to_kea])?;
+        eprintln!("perfdhcp on kea");
+        let cpu0 = wyvern_bench::proc_cpu_time(kea_pid);
+        let mut k = perfdhcp(&lab, &macs, &args)?;
+        k["server_cpu_seconds"] = json!(cpu_delta(cpu0, wyvern_bench::proc_cpu_time(kea_pid)));
+        (w, k)
     } else {
-        Value::Null
+        (Value::Null, Value::Null)
     };
     drop(kea);
 
@@ -325,8 +411,10 @@ async fn main() -> anyhow::Result<()> {
         "kea": summary(kea_result, &mac_ip),
         "kea_cpu_seconds_during_load": kea_cpu,
         "kea_single_exchange_in_flight": summary(kea_single, &mac_ip),
-        "perfdhcp_vs_kea": perfdhcp,
-        "perfdhcp_vs_wyvern": "not measurable: perfdhcp always acts as a relay agent (UDP 67->67, giaddr, its own source MAC); wyvern answers only clients on their own port",
+        "perfdhcp_args": PERFDHCP_ARGS.join(" "),
+        "perfdhcp_vs_wyvern": perfdhcp_wyvern,
+        "perfdhcp_vs_kea": perfdhcp_kea,
+        "wyvernd_dhcp_rate_limit_per_port": 1_000_000,
         "loadavg_1m": wyvern_bench::loadavg_1m(),
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
