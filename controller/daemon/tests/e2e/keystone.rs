@@ -200,7 +200,7 @@ async fn keystone_tokens_isolate_projects_and_enforce_roles() {
         json!({"network": {"name": "x", "project_id": c.alice.project_id}}),
     )
     .await
-    .err(400, "HTTPBadRequest");
+    .err(403, "PolicyNotAuthorized");
     let bnet = bob.network("beta-net").await;
     assert_eq!(ids(&alice.list("networks", "").await), vec![id(&net)]);
 

@@ -291,7 +291,7 @@ async fn token_mode_requires_a_valid_token_and_policy_applies() {
             json!({"network": {"name": "x", "project_id": "bob-project"}}),
         )
         .await
-        .err(400, "HTTPBadRequest");
+        .err(403, "PolicyNotAuthorized");
     // A member may not add a subnet to an admin's shared network.
     let admin = anon.with_token("admin-token");
     let shared = admin
