@@ -5,10 +5,12 @@
 //! and the DHCP OFFER wyvernd's DHCP app made from the PacketIn, sent back as a PacketOut.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::Duration;
 
 use wyvern_testkit::ovs::OvsSandbox;
 use wyvern_testkit::poll::wait_until;
+use wyvern_testkit::venv::Venv;
 
 use crate::common::Api;
 use crate::harness::{self, Demo, DpdkRunDir, P4d, Reader};
@@ -145,4 +147,47 @@ async fn wyvernd_programs_p4d_which_forwards_and_answers_dhcp_through_wyvernd() 
         ),
         "the reader stayed a backup"
     );
+
+    // The third-party p4runtime-shell, a backup too, reads by name exactly the entries
+    // wyvernd wrote (as many as the Rust reader sees), and its write is refused.
+    let want = reader.describe_all().await.expect("read all");
+    let venv = Venv::ensure(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "p4runtime-shell",
+        &["p4runtime-shell==0.0.6"],
+    )
+    .expect("p4runtime-shell venv");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../offload/p4d/tests/py/shell_peer.py");
+    let addr = p4d.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(venv.python())
+            .arg(script)
+            .args([addr.as_str(), "2"])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run p4runtime-shell");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "p4runtime-shell failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
+    assert_eq!(v["backup_write"], "PERMISSION_DENIED", "{v}");
+    let tables = v["tables"].as_object().expect("tables");
+    let by_shell: usize = tables
+        .values()
+        .map(|e| e.as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(!want.is_empty());
+    assert_eq!(by_shell, want.len(), "{v}");
+    let l2 = tables["MyIngress.l2_lookup"].to_string();
+    for mac in [VM1_MAC, VM3_MAC] {
+        let hex = harness::hex(&mac);
+        assert!(l2.contains(&hex), "l2_lookup by name lacks {hex}: {l2}");
+    }
 }
