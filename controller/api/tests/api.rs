@@ -944,8 +944,8 @@ async fn tokens_are_required_and_projects_isolated() {
             Some(json!({"network": {"project_id": "pa"}})),
         )
         .await,
-        400,
-        "HTTPBadRequest",
+        403,
+        "PolicyNotAuthorized",
     );
     assert_error(
         api.req(

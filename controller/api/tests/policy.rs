@@ -165,7 +165,7 @@ async fn members_act_only_for_their_project_and_use_shared_networks() {
         404,
         "NetworkNotFound",
     );
-    // ...nor may b create objects owned by a (Neutron answers 400 here).
+    // ...nor may b create objects owned by a (403 as issue 12 asks; Neutron answers 400).
     assert_error(
         api.req(
             "POST",
@@ -174,8 +174,8 @@ async fn members_act_only_for_their_project_and_use_shared_networks() {
             Some(json!({"router": {"tenant_id": "pa"}})),
         )
         .await,
-        400,
-        "HTTPBadRequest",
+        403,
+        "PolicyNotAuthorized",
     );
     // The admin may create for a project, and share.
     let shared = create(

@@ -819,7 +819,7 @@ fn projects_are_isolated() {
     );
     assert_eq!(
         ty(t.net_as(&b, json!({"tenant_id": "pa"}))),
-        ("HTTPBadRequest", 400)
+        ("PolicyNotAuthorized", 403)
     );
     assert_eq!(
         ty(t.net_as(&b, json!({"shared": true}))),

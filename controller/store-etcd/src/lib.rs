@@ -518,7 +518,6 @@ impl Store for EtcdStore {
     }
 }
 
-/// One logical watch, possibly spread over several etcd watch streams.
 /// Keeps a leased key alive: keep-alives at a third of the TTL; a lease that expired anyway
 /// (etcd unreachable for longer than the TTL) is granted anew and the key put again, so the
 /// host reappears once etcd is back.
@@ -564,6 +563,8 @@ impl LeaseKeeper {
 
     /// Sends keep-alives until the stream breaks (returns true: the lease may still live)
     /// or etcd says the lease is gone (false). `last_ok` is when etcd last confirmed it.
+    /// etcd-client's `keep_alive` sends the first request and consumes its answer itself, so
+    /// each round here is: wait a period, send, read that request's answer.
     async fn keep(&self, id: i64, period: Duration, last_ok: &mut tokio::time::Instant) -> bool {
         let mut client = self.store.lease.clone();
         let (mut keeper, mut stream) = match client.keep_alive(id).await {
@@ -573,24 +574,30 @@ impl LeaseKeeper {
                 return true;
             }
         };
+        *last_ok = tokio::time::Instant::now();
         loop {
-            match stream.message().await {
-                Ok(Some(r)) if r.ttl() <= 0 => return false,
-                Ok(Some(_)) => *last_ok = tokio::time::Instant::now(),
-                Ok(None) => return true,
-                Err(e) => {
-                    tracing::debug!(error = %e, "lease keep-alive stream broke");
-                    return true;
-                }
-            }
             tokio::time::sleep(period).await;
             if keeper.keep_alive().await.is_err() {
                 return true;
+            }
+            match tokio::time::timeout(period * 2, stream.message()).await {
+                Ok(Ok(Some(r))) if r.ttl() <= 0 => return false,
+                Ok(Ok(Some(_))) => *last_ok = tokio::time::Instant::now(),
+                Ok(Ok(None)) => return true,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "lease keep-alive stream broke");
+                    return true;
+                }
+                Err(_) => {
+                    tracing::debug!("no keep-alive answer in time; reopening the stream");
+                    return true;
+                }
             }
         }
     }
 }
 
+/// One logical watch, possibly spread over several etcd watch streams.
 struct Watcher {
     client: WatchClient,
     start: Vec<u8>,
