@@ -280,7 +280,6 @@ impl MultiHost {
 
 /// Three hosts, two networks joined by a distributed router, VMs spread over the hosts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails at load ~24: a live host's 3 s chassis lease lapsed, so its port went DOWN after 0.5 s instead of after the lease; run with --ignored (docs/multi-host.md)"]
 async fn three_hosts_overlay_dhcp_routing_and_host_failure() -> anyhow::Result<()> {
     let mut mh = MultiHost::start(3)?;
     let api = mh.api().clone();
