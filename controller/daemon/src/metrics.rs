@@ -63,6 +63,7 @@ struct Sources {
     service: OnceLock<Arc<NbService>>,
     local: OnceLock<LocalController>,
     apps: OnceLock<Arc<AppStats>>,
+    p4: OnceLock<Arc<wyvern_local::p4::P4Status>>,
 }
 
 impl DaemonMetrics {
@@ -130,6 +131,11 @@ impl DaemonMetrics {
     pub fn set_local(&self, local: LocalController, apps: Arc<AppStats>) {
         let _ = self.sources.local.set(local);
         let _ = self.sources.apps.set(apps);
+    }
+
+    /// The offload families for the P4Runtime target come from its back end's progress.
+    pub fn set_p4(&self, status: Arc<wyvern_local::p4::P4Status>) {
+        let _ = self.sources.p4.set(status);
     }
 }
 
@@ -462,7 +468,7 @@ impl ScrapeMetrics {
             )?,
             offload_active: gauge_vec(
                 "wyvern_offload_backend_active",
-                "1 when this process drives the offload target, else 0 (wyvernd drives none today).",
+                "1 when this process drives the offload target (wyvernd: P4Runtime with --p4runtime), else 0.",
                 &["target"],
             )?,
             offload_rules: gauge_vec(
@@ -617,6 +623,24 @@ impl ScrapeMetrics {
         if let Some(apps) = sources.apps.get() {
             self.refresh_apps(apps);
         }
+        if let Some(p4) = sources.p4.get() {
+            self.refresh_p4(p4);
+        }
+    }
+
+    fn refresh_p4(&self, p4: &wyvern_local::p4::P4Status) {
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        self.offload_active.with_label_values(&["p4runtime"]).set(1);
+        set_counter(
+            &self.offloaded.with_label_values(&["p4runtime"]),
+            l(&p4.updates),
+        );
+        set_counter(
+            &self
+                .refused
+                .with_label_values(&["p4runtime", "rejected_by_target"]),
+            l(&p4.refused),
+        );
     }
 
     fn refresh_local(&self, local: &LocalController, store: &StoreMetrics) {

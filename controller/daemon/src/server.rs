@@ -302,6 +302,7 @@ async fn start_local(
             )
             .map_err(ServeError::P4)?;
             let (handle, punts) = wyvern_local::p4::spawn(local.clone(), settings);
+            metrics.set_p4(handle.status.clone());
             Some((punts, handle.out))
         }
         None => None,

@@ -140,6 +140,42 @@ async fn wyvernd_programs_p4d_which_forwards_and_answers_dhcp_through_wyvernd() 
         syncs.iter().all(|s| s[3] == 0),
         "refused updates: {syncs:?}"
     );
+    // ...and wyvernd's /metrics says so in the offload families.
+    let addr = tokio::task::block_in_place(|| {
+        wyvern_testkit::poll::wait_for("wyvernd's metrics address", Duration::from_secs(10), || {
+            std::fs::read_to_string(w.log_path())
+                .ok()?
+                .lines()
+                .filter(|l| l.contains("serving /metrics"))
+                .find_map(|l| {
+                    l.split_whitespace()
+                        .find_map(|f| f.strip_prefix("addr="))
+                        .map(str::to_owned)
+                })
+        })
+    });
+    let addr = addr.unwrap_or_else(|e| panic!("{e}\n{}", w.log_tail()));
+    let scrape = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    let sample = |name: &str| -> f64 {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in the scrape"))
+    };
+    assert_eq!(
+        sample("wyvern_offload_backend_active{target=\"p4runtime\"}"),
+        1.0
+    );
+    assert!(sample("wyvern_offload_rules_offloaded_total{target=\"p4runtime\"}") > 0.0);
+    assert_eq!(
+        sample("wyvern_offload_rules_refused_total{reason=\"rejected_by_target\",target=\"p4runtime\"}"),
+        0.0
+    );
     assert!(
         matches!(
             reader.mastership(),
