@@ -110,7 +110,9 @@ where
     }
 }
 
-/// A [`Store`] backed by an etcd cluster. Cheap to share behind an `Arc`.
+/// A [`Store`] backed by an etcd cluster. Cheap to share behind an `Arc`; a clone shares
+/// the same connections (the lease keeper holds one).
+#[derive(Clone)]
 pub struct EtcdStore {
     kv: KvClient,
     watch: WatchClient,
@@ -458,13 +460,7 @@ impl Store for EtcdStore {
         let id = self.grant_and_put(key, &value, ttl_s).await?;
         let current = Arc::new(std::sync::atomic::AtomicI64::new(id));
         let keeper = LeaseKeeper {
-            store: EtcdStore {
-                kv: self.kv.clone(),
-                watch: self.watch.clone(),
-                lease: self.lease.clone(),
-                opts: self.opts.clone(),
-                resumptions: self.resumptions.clone(),
-            },
+            store: self.clone(),
             key: key.to_string(),
             value,
             ttl_s,
