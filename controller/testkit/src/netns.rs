@@ -62,7 +62,7 @@ impl Drop for Netns {
 }
 
 /// Runs a command to completion; stdout on success, an error with stderr otherwise.
-pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<String> {
+pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("failed to spawn {cmd:?}"))?;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use wyvern_testkit::etcd::Etcd;
-use wyvern_testkit::netns::Netns;
+use wyvern_testkit::netns::{run, Netns};
 use wyvern_testkit::ovs::OvsSandbox;
 use wyvern_testkit::poll::{wait_for, wait_until};
 use wyvern_testkit::wyvernd::{Wyvernd, WyverndOptions};
@@ -416,18 +416,4 @@ async fn three_hosts_overlay_dhcp_routing_and_host_failure() -> anyhow::Result<(
         );
     }
     Ok(())
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to spawn {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
