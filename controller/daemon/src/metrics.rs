@@ -209,6 +209,7 @@ impl Collector for SourceHistograms {
         }
         if let Some(apps) = self.0.apps.get() {
             f.extend(apps.handling_duration.collect());
+            f.extend(apps.reactive_install_duration.collect());
         }
         f
     }

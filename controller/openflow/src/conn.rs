@@ -120,6 +120,9 @@ pub enum SwitchEvent {
     PacketIn {
         datapath_id: u64,
         packet_in: PacketIn,
+        /// When the reader decoded it off the connection: the start of the packet-in's
+        /// handling latency, before any channel or task hop.
+        received: Instant,
     },
     /// An error whose xid matches no pending request or error watch.
     Error {
@@ -678,6 +681,7 @@ fn dispatch(inner: &Inner, events: &mpsc::UnboundedSender<SwitchEvent>, xid: u32
             let _ = events.send(SwitchEvent::PacketIn {
                 datapath_id: inner.datapath_id,
                 packet_in,
+                received: Instant::now(),
             });
         }
         Message::Error(error) => {

@@ -412,11 +412,9 @@ impl Compiler {
                     }
                 } else {
                     // Routers on this network may use the port as a static route's nexthop.
-                    for q in topo.network_ports(&p.network_id) {
-                        if q.is_router_interface() {
-                            if let Ok(r) = q.device_id.parse() {
-                                out.insert(Owner::Router(r));
-                            }
+                    for q in topo.network_router_interfaces(&p.network_id) {
+                        if let Ok(r) = q.device_id.parse() {
+                            out.insert(Owner::Router(r));
                         }
                     }
                 }
@@ -678,9 +676,14 @@ impl Compiler {
             if !on_subnet {
                 continue;
             }
-            let target = topo.network_ports(&iface.network_id).find(|q| {
-                !q.is_router_interface() && q.fixed_ips.iter().any(|f| f.ip_address == dst)
-            })?;
+            // The subnet's allocation index names the port holding `dst`: no scan of the
+            // network's ports on the first packet.
+            let target = iface
+                .fixed_ips
+                .iter()
+                .filter_map(|f| topo.ip_owner(&f.subnet_id, dst))
+                .filter_map(|id| topo.get_port(&id))
+                .find(|q| q.network_id == iface.network_id && !q.is_router_interface())?;
             let nk = NetKey(self.nets.get_or_alloc(target.network_id));
             let pk = PortKey(self.ports.get_or_alloc(target.id));
             return Some(route_to(
@@ -706,10 +709,7 @@ impl Compiler {
         ip: Ipv4Addr,
     ) -> Vec<(RouterKey, wyvern_model::MacAddr)> {
         let mut out = Vec::new();
-        for iface in topo
-            .network_ports(&p.network_id)
-            .filter(|q| q.is_router_interface())
-        {
+        for iface in topo.network_router_interfaces(&p.network_id) {
             let Ok(rid) = iface.device_id.parse::<Uuid>() else {
                 continue;
             };
