@@ -31,6 +31,12 @@ pub enum ConnError {
     },
     #[error("failed to accept an OpenFlow connection")]
     Accept(#[source] std::io::Error),
+    #[error("failed to connect to the switch at {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("failed to read from the switch")]
     Read(#[source] std::io::Error),
     #[error("failed to decode a message from the switch")]
@@ -391,6 +397,38 @@ impl Switch {
             "switch connected"
         );
         Ok((Switch { inner }, events_rx))
+    }
+
+    /// Connects to a switch's passive OpenFlow socket (e.g. a bridge's `<bridge>.mgmt`
+    /// service socket, as `ovs-ofctl` does) and runs the same handshake. Open vSwitch sends
+    /// no asynchronous messages (packet-ins, port status) to such service connections, so
+    /// they suit extra write-only connections (see `ofctrl`'s lanes).
+    pub async fn connect(
+        addr: &ListenAddr,
+        config: &SwitchConfig,
+    ) -> Result<(Switch, mpsc::UnboundedReceiver<SwitchEvent>), ConnError> {
+        let connect_err = |source| ConnError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let (r, w): (Reader, Writer) = match addr {
+            ListenAddr::Tcp(a) => {
+                let s = tokio::net::TcpStream::connect(a)
+                    .await
+                    .map_err(connect_err)?;
+                let _ = s.set_nodelay(true);
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            ListenAddr::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(connect_err)?;
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+        };
+        Switch::handshake(r, w, config).await
     }
 
     pub fn datapath_id(&self) -> u64 {

@@ -12,8 +12,8 @@ pub mod wire;
 
 pub use conn::{ListenAddr, Listener, Switch, SwitchConfig, SwitchEvent};
 pub use ofctrl::{
-    Completion, CountersSnapshot, DesiredFlow, FlowKey, GroupSpec, Ofctrl, OfctrlError, SyncReport,
-    Update,
+    Completion, CountersSnapshot, DesiredFlow, FlowKey, GroupSpec, Lanes, Ofctrl, OfctrlError,
+    SyncReport, Update,
 };
 pub use wire::{Action, ControllerAction, Field, FieldRange, Instructions, MacAddr, Match};
 

@@ -10,8 +10,18 @@
 //!
 //! A flow the switch rejects is reported with its flow-mod and the switch's error, left
 //! out of the bundle on retry, and not resent until its desired value changes.
+//!
+//! Lanes (optional, [`Ofctrl::set_lanes`]): Open vSwitch reads at most 50 messages per
+//! connection per main-loop iteration, and with thousands of ports one iteration costs
+//! milliseconds of per-port work, so a bulk sync (a cold start, thousands of ports bound at
+//! once) is bounded by iterations, not by flow installation. A sync with at least
+//! `min_flow_mods` flow-mods is then spread over extra connections to the bridge's service
+//! socket: flows with the same cookie (the same owner in wyvern's layout) share one bundle,
+//! so every owner's change stays atomic, as when changes arrive one at a time; a bulk sync
+//! as a whole is no longer atomic across owners. Groups are added before and deleted after
+//! the flows, on the bridge's own connection.
 
-use crate::conn::{ConnError, Listener, Switch, SwitchConfig, SwitchEvent};
+use crate::conn::{ConnError, ListenAddr, Listener, Switch, SwitchConfig, SwitchEvent};
 use crate::wire::{
     bundle, flow_flags, Bucket, BundleAdd, BundleControl, ErrorMsg, FlowMod, FlowModCommand,
     FlowStatsRequest, GroupMod, GroupModCommand, GroupType, Instructions, Match, Message,
@@ -32,7 +42,23 @@ pub enum OfctrlError {
     Read { what: &'static str, reason: String },
     #[error("failed to commit bundle: {0}")]
     Commit(String),
+    #[error("failed to sync over a lane connection: {0}")]
+    Lane(String),
 }
+
+/// Extra connections for bulk syncs (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lanes {
+    /// The bridge's passive OpenFlow socket, e.g. `unix:/var/run/openvswitch/br-int.mgmt`.
+    pub target: ListenAddr,
+    /// Extra connections besides the bridge's own; 0 turns lanes off.
+    pub count: usize,
+    /// A sync uses lanes only with at least this many flow-mods (one port is about ten).
+    pub min_flow_mods: usize,
+}
+
+/// After a lane fails, syncs go over the bridge's own connection alone for this long.
+const LANE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What identifies a flow in a table (as OpenFlow's strict match does).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -205,6 +231,8 @@ pub struct OfctrlCounters {
     pub flow_deletes: AtomicU64,
     pub group_mods: AtomicU64,
     pub bundles: AtomicU64,
+    /// Bundles sent over lane connections (included in `bundles`).
+    pub lane_bundles: AtomicU64,
     pub full_syncs: AtomicU64,
     pub errors: AtomicU64,
     /// Rejected ops by OpenFlow error type, indexed by [`error_type_index`].
@@ -262,6 +290,7 @@ impl Default for OfctrlCounters {
             flow_deletes: AtomicU64::new(0),
             group_mods: AtomicU64::new(0),
             bundles: AtomicU64::new(0),
+            lane_bundles: AtomicU64::new(0),
             full_syncs: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             errors_by_type: Default::default(),
@@ -283,6 +312,7 @@ pub struct CountersSnapshot {
     pub flow_deletes: u64,
     pub group_mods: u64,
     pub bundles: u64,
+    pub lane_bundles: u64,
     pub full_syncs: u64,
     pub errors: u64,
 }
@@ -304,6 +334,7 @@ enum Command {
         oneshot::Sender<Result<SyncReport, OfctrlError>>,
     ),
     Attach(Switch, oneshot::Sender<Result<SyncReport, OfctrlError>>),
+    SetLanes(Option<Lanes>),
 }
 
 /// Handle to the ofctrl worker. Clone freely.
@@ -334,6 +365,9 @@ impl Ofctrl {
             all_dirty: true,
             waiting: Vec::new(),
             next_bundle: 1,
+            lanes_cfg: None,
+            lanes: Vec::new(),
+            lanes_paused_until: None,
         };
         tokio::spawn(worker.run());
         Ofctrl {
@@ -351,6 +385,12 @@ impl Ofctrl {
     /// Applies an incremental change.
     pub fn update(&self, update: Update) -> Completion {
         self.command(|tx| Command::Update(update, tx))
+    }
+
+    /// Spreads bulk syncs over extra connections to the bridge (`None`: off, the default).
+    /// Takes effect from the next sync; connections are opened when first needed.
+    pub fn set_lanes(&self, lanes: Option<Lanes>) {
+        let _ = self.tx.send(Command::SetLanes(lanes));
     }
 
     /// Uses `switch` from now on: reads its tables and converges them.
@@ -416,6 +456,7 @@ impl Ofctrl {
             flow_deletes: l(&c.flow_deletes),
             group_mods: l(&c.group_mods),
             bundles: l(&c.bundles),
+            lane_bundles: l(&c.lane_bundles),
             full_syncs: l(&c.full_syncs),
             errors: l(&c.errors),
         }
@@ -459,6 +500,107 @@ struct Worker {
     /// Completions waiting for a connected switch.
     waiting: Vec<Waiter>,
     next_bundle: u32,
+    lanes_cfg: Option<Lanes>,
+    /// Connected lanes to the current switch (opened by the first bulk sync).
+    lanes: Vec<Switch>,
+    /// Lanes are not used before this instant (set when one failed).
+    lanes_paused_until: Option<std::time::Instant>,
+}
+
+/// What one bundle on one connection came back with.
+struct BundleOutcome {
+    /// Index into the bundle's ops, and the switch's error.
+    errors: Vec<(usize, ErrorMsg)>,
+    committed: bool,
+}
+
+/// Why a multi-connection sync stopped.
+enum ParallelFailure {
+    /// The bridge's own connection: as in a single-connection sync.
+    Main(OfctrlError),
+    /// A lane: the switch state is uncertain, read it again and sync without lanes.
+    Lane(OfctrlError),
+}
+
+/// Which of `n` connections carries a flow with `cookie` (same cookie, same bundle).
+fn lane_of(cookie: u64, n: usize) -> usize {
+    let h = (cookie ^ (cookie >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+    (h % n.max(1) as u64) as usize
+}
+
+/// Sends `ops` as one atomic bundle followed by a barrier on `sw`, and collects what the
+/// switch rejected (every error has arrived once the barrier reply has).
+async fn send_bundle(
+    sw: &Switch,
+    ops: &[Op],
+    bundle_id: u32,
+) -> Result<BundleOutcome, OfctrlError> {
+    let n = u32::try_from(ops.len()).unwrap_or(u32::MAX - 4);
+    let base = sw.alloc_xids(n + 3);
+    let flags = bundle::FLAG_ATOMIC | bundle::FLAG_ORDERED;
+    let mut buf = Vec::with_capacity(ops.len() * 160 + 64);
+    let ctrl = |ctrl_type| {
+        Message::BundleControl(BundleControl {
+            bundle_id,
+            ctrl_type,
+            flags,
+        })
+    };
+    ctrl(bundle::OPEN_REQUEST).emit(base, &mut buf);
+    for (i, op) in ops.iter().enumerate() {
+        let inner = match op {
+            Op::Flow(fm) => Message::FlowMod(fm.clone()),
+            Op::Group(g) => Message::GroupMod(g.clone()),
+        };
+        Message::BundleAdd(BundleAdd {
+            bundle_id,
+            flags,
+            message: Box::new(inner),
+        })
+        .emit(base + 1 + i as u32, &mut buf);
+    }
+    let commit_xid = base + n + 1;
+    let barrier_xid = base + n + 2;
+    ctrl(bundle::COMMIT_REQUEST).emit(commit_xid, &mut buf);
+    Message::BarrierRequest.emit(barrier_xid, &mut buf);
+    let mut errors = sw.watch_errors(base, n + 1);
+    let replies = sw
+        .send_batch_expecting(buf, &[commit_xid, barrier_xid])
+        .map_err(|_| OfctrlError::Disconnected("send bundle"))?;
+    let mut replies = replies.into_iter();
+    let (Some(commit), Some(barrier)) = (replies.next(), replies.next()) else {
+        return Err(OfctrlError::Disconnected("send bundle"));
+    };
+    let commit = commit.await;
+    let barrier = barrier.await;
+    sw.unwatch_errors(base);
+    let mut rejected = Vec::new();
+    while let Ok((xid, error)) = errors.try_recv() {
+        let idx = xid.wrapping_sub(base + 1) as usize;
+        if idx < ops.len() {
+            rejected.push((idx, error));
+        }
+    }
+    match barrier {
+        Ok(Ok(_)) => {}
+        Ok(Err(ConnError::Disconnected(_))) | Err(_) => {
+            return Err(OfctrlError::Disconnected("barrier"))
+        }
+        Ok(Err(e)) => return Err(OfctrlError::Commit(e.to_string())),
+    }
+    let committed = match commit {
+        Ok(Ok(Message::BundleControl(b))) => b.ctrl_type == bundle::COMMIT_REPLY,
+        Ok(Ok(_)) => false,
+        Ok(Err(ConnError::Rejected { error, .. })) => {
+            tracing::warn!(%error, "bundle commit rejected");
+            false
+        }
+        Ok(Err(_)) | Err(_) => return Err(OfctrlError::Disconnected("commit")),
+    };
+    Ok(BundleOutcome {
+        errors: rejected,
+        committed,
+    })
 }
 
 impl Worker {
@@ -529,8 +671,19 @@ impl Worker {
                 self.all_dirty = true;
                 waiters.push(tx);
             }
+            Command::SetLanes(lanes) => {
+                self.lanes_cfg = lanes;
+                self.lanes_paused_until = None;
+                for l in self.lanes.drain(..) {
+                    l.disconnect();
+                }
+            }
             Command::Attach(s, tx) => {
                 self.counters.attaches.fetch_add(1, Ordering::Relaxed);
+                // Lanes belong to the previous connection's bridge (it may have restarted).
+                for l in self.lanes.drain(..) {
+                    l.disconnect();
+                }
                 *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
                 self.switch = Some(s);
                 self.installed = None;
@@ -673,25 +826,105 @@ impl Worker {
             return Err(OfctrlError::Disconnected("sync"));
         };
         let mut report = SyncReport::default();
-        if self.installed.is_none() {
-            self.installed = Some(self.read_installed(&sw).await?);
-            report.full = true;
-            self.counters.full_syncs.fetch_add(1, Ordering::Relaxed);
+        loop {
+            if self.installed.is_none() {
+                self.installed = Some(self.read_installed(&sw).await?);
+                report.full = true;
+                self.counters.full_syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            let ops = match &self.installed {
+                Some(inst) if report.full || self.all_dirty => self.diff(inst),
+                Some(inst) => self.diff_dirty(inst),
+                None => Vec::new(),
+            };
+            self.all_dirty = false;
+            self.dirty_flows.clear();
+            self.dirty_groups.clear();
+            let lanes = self.lanes_for(&sw, &ops).await;
+            if lanes.is_empty() {
+                self.send_single(&sw, ops, &mut report).await?;
+                return Ok(report);
+            }
+            match self.send_parallel(&sw, lanes, ops, &mut report).await {
+                Ok(()) => return Ok(report),
+                Err(ParallelFailure::Main(e)) => return Err(e),
+                Err(ParallelFailure::Lane(e)) => {
+                    // What the lane's bundle did is unknown: read the switch again and
+                    // converge over the bridge's own connection.
+                    tracing::warn!(error = %e, "lane failed; syncing without lanes");
+                    for l in self.lanes.drain(..) {
+                        l.disconnect();
+                    }
+                    self.lanes_paused_until = Some(std::time::Instant::now() + LANE_BACKOFF);
+                    self.installed = None;
+                }
+            }
         }
-        let mut ops = match &self.installed {
-            Some(inst) if report.full || self.all_dirty => self.diff(inst),
-            Some(inst) => self.diff_dirty(inst),
-            None => Vec::new(),
+    }
+
+    /// The lane connections a sync of `ops` should use besides `sw` (empty: none).
+    async fn lanes_for(&mut self, sw: &Switch, ops: &[Op]) -> Vec<Switch> {
+        let Some(cfg) = self.lanes_cfg.clone() else {
+            return Vec::new();
         };
-        self.all_dirty = false;
-        self.dirty_flows.clear();
-        self.dirty_groups.clear();
-        // Retry without rejected ops: a bundle is all or nothing.
+        let flow_mods = ops.iter().filter(|o| matches!(o, Op::Flow(_))).count();
+        if cfg.count == 0 || flow_mods < cfg.min_flow_mods.max(1) {
+            return Vec::new();
+        }
+        if let Some(until) = self.lanes_paused_until {
+            if std::time::Instant::now() < until {
+                return Vec::new();
+            }
+            self.lanes_paused_until = None;
+        }
+        self.lanes
+            .retain(|l| l.is_connected() && l.datapath_id() == sw.datapath_id());
+        let config = SwitchConfig {
+            packet_in2: false,
+            ..SwitchConfig::default()
+        };
+        while self.lanes.len() < cfg.count {
+            match Switch::connect(&cfg.target, &config).await {
+                Ok((lane, mut events)) if lane.datapath_id() == sw.datapath_id() => {
+                    // Service connections get no asynchronous messages; unsolicited
+                    // errors are logged by the connection itself.
+                    tokio::spawn(async move { while events.recv().await.is_some() {} });
+                    self.lanes.push(lane);
+                }
+                Ok((lane, _)) => {
+                    tracing::warn!(
+                        target = %cfg.target,
+                        lane = format!("{:#018x}", lane.datapath_id()),
+                        bridge = format!("{:#018x}", sw.datapath_id()),
+                        "lane target is another bridge; not using lanes"
+                    );
+                    lane.disconnect();
+                    self.lanes_paused_until = Some(std::time::Instant::now() + LANE_BACKOFF);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(target = %cfg.target, error = %e, "failed to open a lane");
+                    self.lanes_paused_until = Some(std::time::Instant::now() + LANE_BACKOFF);
+                    break;
+                }
+            }
+        }
+        self.lanes.clone()
+    }
+
+    /// Sends `ops` in one bundle on `sw`; retries without rejected ops (a bundle is all or
+    /// nothing).
+    async fn send_single(
+        &mut self,
+        sw: &Switch,
+        mut ops: Vec<Op>,
+        report: &mut SyncReport,
+    ) -> Result<(), OfctrlError> {
         for _attempt in 0..3 {
             if ops.is_empty() {
                 break;
             }
-            let (rejected, committed) = self.transact(&sw, &ops, &mut report).await?;
+            let (rejected, committed) = self.transact(sw, &ops, report).await?;
             if committed {
                 let ok: Vec<Op> = ops
                     .into_iter()
@@ -715,7 +948,97 @@ impl Worker {
                 .map(|(_, op)| op)
                 .collect();
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// Group additions first (bridge connection), then the flow-mods split by cookie over
+    /// the bridge connection and `lanes` at once, then group deletions and whatever a
+    /// bundle left uncommitted (bridge connection).
+    async fn send_parallel(
+        &mut self,
+        sw: &Switch,
+        lanes: Vec<Switch>,
+        ops: Vec<Op>,
+        report: &mut SyncReport,
+    ) -> Result<(), ParallelFailure> {
+        let mut head = Vec::new();
+        let mut flows = Vec::new();
+        let mut tail = Vec::new();
+        for op in ops {
+            match &op {
+                Op::Flow(_) => flows.push(op),
+                Op::Group(g) if g.command == GroupModCommand::Delete => tail.push(op),
+                Op::Group(_) => head.push(op),
+            }
+        }
+        self.send_single(sw, head, report)
+            .await
+            .map_err(ParallelFailure::Main)?;
+        let conns: Vec<Switch> = std::iter::once(sw.clone()).chain(lanes).collect();
+        let mut parts: Vec<Vec<Op>> = vec![Vec::new(); conns.len()];
+        for op in flows {
+            let cookie = match &op {
+                Op::Flow(fm) => fm.cookie,
+                Op::Group(g) => u64::from(g.group_id),
+            };
+            parts[lane_of(cookie, conns.len())].push(op);
+        }
+        let mut tasks = Vec::new();
+        for (i, (part, conn)) in parts.into_iter().zip(conns).enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            for op in &part {
+                self.count(op, report);
+            }
+            let id = self.next_bundle;
+            self.next_bundle = self.next_bundle.wrapping_add(1);
+            let task = tokio::spawn(async move {
+                let outcome = send_bundle(&conn, &part, id).await;
+                (part, outcome)
+            });
+            tasks.push((i == 0, task));
+        }
+        let mut leftover = Vec::new();
+        let mut main_failure = None;
+        let mut lane_failure = None;
+        for (is_main, task) in tasks {
+            let (part, outcome) = task.await.map_err(|e| {
+                ParallelFailure::Lane(OfctrlError::Lane(format!("bundle task failed: {e}")))
+            })?;
+            match outcome {
+                Ok(outcome) => {
+                    self.counters.bundles.fetch_add(1, Ordering::Relaxed);
+                    if !is_main {
+                        self.counters.lane_bundles.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let rejected = self.record_errors(&part, outcome.errors, report);
+                    let kept: Vec<Op> = part
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| !rejected.contains(i))
+                        .map(|(_, op)| op)
+                        .collect();
+                    if outcome.committed {
+                        self.record_installed(&kept);
+                    } else {
+                        leftover.extend(kept);
+                    }
+                }
+                Err(e) if is_main => main_failure = Some(e),
+                Err(e) => lane_failure = Some(e),
+            }
+        }
+        if let Some(e) = main_failure {
+            return Err(ParallelFailure::Main(e));
+        }
+        if let Some(e) = lane_failure {
+            return Err(ParallelFailure::Lane(OfctrlError::Lane(e.to_string())));
+        }
+        leftover.extend(tail);
+        self.send_single(sw, leftover, report)
+            .await
+            .map_err(ParallelFailure::Main)
     }
 
     /// Sends `ops` as one bundle + barrier. Returns the indexes of rejected ops and whether
@@ -726,90 +1049,48 @@ impl Worker {
         ops: &[Op],
         report: &mut SyncReport,
     ) -> Result<(HashSet<usize>, bool), OfctrlError> {
-        let n = u32::try_from(ops.len()).unwrap_or(u32::MAX - 4);
-        let base = sw.alloc_xids(n + 3);
-        let bundle_id = self.next_bundle;
-        self.next_bundle = self.next_bundle.wrapping_add(1);
-        let flags = bundle::FLAG_ATOMIC | bundle::FLAG_ORDERED;
-        let mut buf = Vec::with_capacity(ops.len() * 160 + 64);
-        let ctrl = |ctrl_type| {
-            Message::BundleControl(BundleControl {
-                bundle_id,
-                ctrl_type,
-                flags,
-            })
-        };
-        ctrl(bundle::OPEN_REQUEST).emit(base, &mut buf);
-        for (i, op) in ops.iter().enumerate() {
-            let inner = match op {
-                Op::Flow(fm) => Message::FlowMod(fm.clone()),
-                Op::Group(g) => Message::GroupMod(g.clone()),
-            };
-            Message::BundleAdd(BundleAdd {
-                bundle_id,
-                flags,
-                message: Box::new(inner),
-            })
-            .emit(base + 1 + i as u32, &mut buf);
+        for op in ops {
             self.count(op, report);
         }
-        let commit_xid = base + n + 1;
-        let barrier_xid = base + n + 2;
-        ctrl(bundle::COMMIT_REQUEST).emit(commit_xid, &mut buf);
-        Message::BarrierRequest.emit(barrier_xid, &mut buf);
-        let mut errors = sw.watch_errors(base, n + 1);
-        let replies = sw
-            .send_batch_expecting(buf, &[commit_xid, barrier_xid])
-            .map_err(|_| OfctrlError::Disconnected("send bundle"))?;
+        let bundle_id = self.next_bundle;
+        self.next_bundle = self.next_bundle.wrapping_add(1);
+        let outcome = send_bundle(sw, ops, bundle_id).await?;
         self.counters.bundles.fetch_add(1, Ordering::Relaxed);
-        let mut replies = replies.into_iter();
-        let (Some(commit), Some(barrier)) = (replies.next(), replies.next()) else {
-            return Err(OfctrlError::Disconnected("send bundle"));
-        };
-        let commit = commit.await;
-        let barrier = barrier.await;
-        sw.unwatch_errors(base);
+        let rejected = self.record_errors(ops, outcome.errors, report);
+        Ok((rejected, outcome.committed))
+    }
+
+    /// Reports rejected ops and remembers rejected flows (not resent until changed);
+    /// returns their indexes.
+    fn record_errors(
+        &mut self,
+        ops: &[Op],
+        errors: Vec<(usize, ErrorMsg)>,
+        report: &mut SyncReport,
+    ) -> HashSet<usize> {
         let mut rejected = HashSet::new();
-        while let Ok((xid, error)) = errors.try_recv() {
-            let idx = xid.wrapping_sub(base + 1) as usize;
-            if let Some(op) = ops.get(idx) {
-                rejected.insert(idx);
-                if let Op::Flow(fm) = op {
-                    if let Some(want) = self.desired.get(&FlowKey {
-                        table: fm.table_id,
-                        priority: fm.priority,
-                        match_: fm.match_.clone(),
-                    }) {
-                        self.failed.insert(want.key.clone(), want.clone());
-                    }
+        for (idx, error) in errors {
+            let Some(op) = ops.get(idx) else { continue };
+            rejected.insert(idx);
+            if let Op::Flow(fm) = op {
+                if let Some(want) = self.desired.get(&FlowKey {
+                    table: fm.table_id,
+                    priority: fm.priority,
+                    match_: fm.match_.clone(),
+                }) {
+                    self.failed.insert(want.key.clone(), want.clone());
                 }
-                tracing::warn!(%op, %error, "switch rejected");
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                self.counters.errors_by_type[error_type_index(error.err_type)]
-                    .fetch_add(1, Ordering::Relaxed);
-                report.errors.push(OpError {
-                    op: op.clone(),
-                    error,
-                });
             }
+            tracing::warn!(%op, %error, "switch rejected");
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            self.counters.errors_by_type[error_type_index(error.err_type)]
+                .fetch_add(1, Ordering::Relaxed);
+            report.errors.push(OpError {
+                op: op.clone(),
+                error,
+            });
         }
-        match barrier {
-            Ok(Ok(_)) => {}
-            Ok(Err(ConnError::Disconnected(_))) | Err(_) => {
-                return Err(OfctrlError::Disconnected("barrier"))
-            }
-            Ok(Err(e)) => return Err(OfctrlError::Commit(e.to_string())),
-        }
-        let committed = match commit {
-            Ok(Ok(Message::BundleControl(b))) => b.ctrl_type == bundle::COMMIT_REPLY,
-            Ok(Ok(_)) => false,
-            Ok(Err(ConnError::Rejected { error, .. })) => {
-                tracing::warn!(%error, "bundle commit rejected");
-                false
-            }
-            Ok(Err(_)) | Err(_) => return Err(OfctrlError::Disconnected("commit")),
-        };
-        Ok((rejected, committed))
+        rejected
     }
 
     /// Sizes after a sync, O(1): the difference is what the switch refused (everything else
@@ -892,5 +1173,23 @@ impl Worker {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lane_of;
+
+    #[test]
+    fn one_cookie_always_takes_one_lane_and_owners_spread_over_all() {
+        let owners: Vec<u64> = (0..64u64).map(|i| (2 << 62) | (i << 32)).collect();
+        let mut used = [0usize; 4];
+        for &c in &owners {
+            let lane = lane_of(c, 4);
+            assert_eq!(lane, lane_of(c, 4));
+            used[lane] += 1;
+        }
+        assert!(used.iter().all(|&n| n >= 8), "{used:?}");
+        assert_eq!(lane_of(12345, 1), 0);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use wyvern_openflow::conn::SwitchEvent;
 use wyvern_openflow::wire::{flow_flags, Bucket, FlowStatsRequest, GroupType, PacketInFormat};
 use wyvern_openflow::{
-    Action, ControllerAction, DesiredFlow, Field, FieldRange, GroupSpec, Instructions, ListenAddr,
-    Listener, MacAddr, Match, Ofctrl, PortNo, Switch, SwitchConfig, Update,
+    Action, ControllerAction, DesiredFlow, Field, FieldRange, GroupSpec, Instructions, Lanes,
+    ListenAddr, Listener, MacAddr, Match, Ofctrl, PortNo, Switch, SwitchConfig, Update,
 };
 use wyvern_testkit::ovs::OvsSandbox;
 
@@ -442,4 +442,116 @@ async fn packet_in_with_userdata_and_registers_reaches_the_handler() {
         &[0x50, 0x54, 0, 0, 0, 1],
         "source MAC of the packet"
     );
+}
+
+/// `n` flows in table 1, ten per cookie (owner), every fifth one flooding to group 1.
+fn bulk_flows(n: u32) -> Vec<DesiredFlow> {
+    (0..n)
+        .map(|i| {
+            let actions = if i % 5 == 0 {
+                vec![Action::Group(1)]
+            } else {
+                vec![Action::output(PortNo(1 + i % 7))]
+            };
+            DesiredFlow::new(
+                1,
+                100,
+                Match::new().reg(6, i + 1),
+                Instructions::apply(actions),
+            )
+            .with_cookie(0x8000_0000_0000_0000 | (u64::from(i / 10) << 32))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_sync_over_lanes_installs_exactly_and_small_ones_and_failures_use_one_connection() {
+    let ovs = OvsSandbox::dummy().unwrap();
+    let (listener, target) = listen().await;
+    ovs.add_bridge(BR, Some(&target)).unwrap();
+    let (sw, _events) = accept(&listener).await;
+    let (_, groups) = every_kind();
+    let mut flows = bulk_flows(600);
+    // One flow OVS rejects (dec_ttl without an IP match): it takes its lane's bundle down,
+    // the rest of that bundle goes again over the bridge connection.
+    let bad = DesiredFlow::new(
+        1,
+        100,
+        Match::new().reg(6, 5000),
+        Instructions::apply(vec![Action::DecNwTtl]),
+    )
+    .with_cookie(0x8000_0000_0000_0000 | (7 << 32));
+    flows.push(bad.clone());
+
+    let ofctrl = Ofctrl::spawn();
+    let mgmt = format!(
+        "unix:{}",
+        ovs.run_dir().join(format!("{BR}.mgmt")).display()
+    );
+    ofctrl.set_lanes(Some(Lanes {
+        target: mgmt.parse().unwrap(),
+        count: 3,
+        min_flow_mods: 100,
+    }));
+    ofctrl.attach(sw.clone()).wait().await.unwrap();
+    let report = ofctrl
+        .set_desired(flows.clone(), groups.clone())
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    match &report.errors[0].op {
+        wyvern_openflow::ofctrl::Op::Flow(fm) => assert_eq!(fm.match_, bad.key.match_),
+        other => panic!("error reported with the wrong op: {other:?}"),
+    }
+    let c = ofctrl.counters();
+    // 60 owners over 4 connections: every lane carries a bundle.
+    assert_eq!(c.lane_bundles, 3, "{c:?}");
+    assert_eq!(c.group_mods, 1);
+    flows.pop();
+    assert_read_back_equals(&sw, &flows).await;
+
+    // A small change goes over the bridge connection alone.
+    let extra = DesiredFlow::new(2, 1, Match::new().in_port(9), Instructions::goto(3));
+    let r = ofctrl
+        .update(Update {
+            add_flows: vec![extra.clone()],
+            ..Default::default()
+        })
+        .wait()
+        .await
+        .unwrap();
+    assert_eq!(r.flow_mods(), 1);
+    assert_eq!(ofctrl.counters().lane_bundles, 3);
+    flows.push(extra);
+    assert_read_back_equals(&sw, &flows).await;
+
+    // A lane target that does not answer: the bulk sync goes over the bridge connection.
+    let fresh = Ofctrl::spawn();
+    fresh.set_lanes(Some(Lanes {
+        target: format!("unix:{}", ovs.run_dir().join("nobody.mgmt").display())
+            .parse()
+            .unwrap(),
+        count: 3,
+        min_flow_mods: 100,
+    }));
+    let replaced = bulk_flows(300)
+        .into_iter()
+        .map(|mut f| {
+            f.key.table = 4;
+            f
+        })
+        .collect::<Vec<_>>();
+    fresh.set_desired(replaced.clone(), groups.clone());
+    sw.disconnect();
+    let (sw2, _ev2) = accept(&listener).await;
+    let report = fresh.attach(sw2.clone()).wait().await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        (report.flow_adds, report.flow_deletes),
+        (300, flows.len() as u64),
+        "{report:?}"
+    );
+    assert_eq!(fresh.counters().lane_bundles, 0);
+    assert_read_back_equals(&sw2, &replaced).await;
 }
