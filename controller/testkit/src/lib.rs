@@ -11,6 +11,7 @@ pub mod keystone;
 pub mod netns;
 pub mod openstack;
 pub mod ovs;
+pub mod pcap;
 pub mod poll;
 pub mod service;
 pub mod venv;

@@ -22,14 +22,7 @@ const TARGET_RATE: f64 = 100_000.0;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let ports: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5000);
-    let batches: Vec<usize> = args
-        .next()
-        .unwrap_or_else(|| "100,1000,5000".into())
-        .split(',')
-        .map(|s| s.parse())
-        .collect::<Result<_, _>>()?;
+    let (ports, batches) = common::rate_args()?;
 
     let (flows, groups) = common::scale(ports);
     let mut runs = Vec::new();

@@ -20,6 +20,7 @@ use wyvern_engine::wire::Ipv4Packet;
 use wyvern_engine::Meta;
 use wyvern_offload_p4rt::{Mastership, P4rtBackend, P4rtConfig, PacketOut};
 use wyvern_pipeline::{Packet, PuntReason};
+use wyvern_testkit::pcap::PcapPorts;
 use wyvern_testkit::poll::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,33 +49,9 @@ async fn pcap_ports_arp_l2_routing_spoofing_dhcp_through_p4runtime() {
     let dhcp = encode(&Packet::dhcp_discover(1, vm1.mac), 300);
     let input = vec![arp_gw, l2.clone(), routed.clone(), spoofed, dhcp.clone()];
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = |n: &str| dir.path().join(n);
-    fp::write_pcap(&path("in0.pcap"), &input).expect("pcap");
-    fp::write_pcap(&path("empty.pcap"), &[]).expect("pcap");
-    let run_dir = fp::RunDir::new("p4d-pcap");
-    let vdev = |i: usize, rx: &str| {
-        format!(
-            "--vdev=net_pcap{i},rx_pcap={},tx_pcap={}",
-            path(rx).display(),
-            path(&format!("out{i}.pcap")).display()
-        )
-    };
-    let mut args: Vec<String> = ["--hold-rx", "--", "--no-huge", "--no-pci", "-m", "512"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend([
-        "--file-prefix".into(),
-        run_dir.prefix.clone(),
-        "-l".into(),
-        "0".into(),
-        "--no-telemetry".into(),
-        "--log-level=warning".into(),
-        vdev(0, "in0.pcap"),
-        vdev(1, "empty.pcap"),
-        vdev(2, "empty.pcap"),
-    ]);
+    let pcap = PcapPorts::new("p4d-pcap", &input, 3).expect("pcap ports");
+    let mut args: Vec<String> = vec!["--hold-rx".into(), "--".into()];
+    args.extend(pcap.eal_args());
     let p4d = harness::P4d::start(&args).expect("wyvern-p4d with DPDK");
 
     let mut cfg = P4rtConfig::new(1, 1, common::p4info(), b"{}".to_vec());
@@ -110,15 +87,13 @@ async fn pcap_ports_arp_l2_routing_spoofing_dhcp_through_p4runtime() {
         .await
         .expect("packet out");
 
-    let read = |n: &str| fp::read_pcap(&path(n)).unwrap_or_default();
+    let read = |port: usize| pcap.transmitted(port);
     let done = tokio::task::block_in_place(|| {
         wait_until("the output pcaps", Duration::from_secs(10), || {
-            read("out0.pcap").len() >= 2
-                && !read("out1.pcap").is_empty()
-                && !read("out2.pcap").is_empty()
+            read(0).len() >= 2 && !read(1).is_empty() && !read(2).is_empty()
         })
     });
-    let (out0, out1, out2) = (read("out0.pcap"), read("out1.pcap"), read("out2.pcap"));
+    let (out0, out1, out2) = (read(0), read(1), read(2));
     assert!(
         done.is_ok(),
         "outputs: {} {} {}",

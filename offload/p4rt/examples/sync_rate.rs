@@ -13,14 +13,7 @@ use wyvern_offload_p4rt::{MapError, P4rtBackend, P4rtConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let ports: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5000);
-    let batches: Vec<usize> = args
-        .next()
-        .unwrap_or_else(|| "100,1000,5000".into())
-        .split(',')
-        .map(|s| s.parse())
-        .collect::<Result<_, _>>()?;
+    let (ports, batches) = common::rate_args()?;
 
     let t = Instant::now();
     let (flows, groups) = common::scale(ports);

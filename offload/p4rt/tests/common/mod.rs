@@ -99,6 +99,20 @@ pub async fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 
 /// `ports` port-secured VM ports, 100 per network (/24 each), a router per 10 networks;
 /// port i bound to switch port i (1-based).
+/// The write-rate examples' arguments: `[PORTS [BATCH,BATCH,...]]`, default 5000 ports and
+/// batches of 100, 1,000 and 5,000 entries.
+pub fn rate_args() -> anyhow::Result<(u32, Vec<usize>)> {
+    let mut args = std::env::args().skip(1);
+    let ports: u32 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5000);
+    let batches: Vec<usize> = args
+        .next()
+        .unwrap_or_else(|| "100,1000,5000".into())
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    Ok((ports, batches))
+}
+
 pub fn scale(ports: u32) -> (Vec<Flow>, Vec<FloodGroup>) {
     let ctx = RequestContext::admin("p1", Timestamp(1));
     let mut topo = Topology::new(ModelConfig::default());
