@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rte::{free_bulk, Mbuf, Mempool, Port, RteError};
-use wyvern_engine::{DropCause, Engine, Out, Verdict};
+use wyvern_engine::{DropCause, Engine, Meta, Out, Verdict};
 use wyvern_pipeline::{NetKey, PortKey, PuntReason, RouterKey, Stage, STAGES};
 
 /// Why the fast path could not be set up or could not send.
@@ -131,6 +131,8 @@ pub struct FastPath<'p> {
     engine: Arc<Mutex<Engine>>,
     cfg: Config,
     rx: Vec<Mbuf<'p>>,
+    /// The engine's verdicts for the burst in `rx`.
+    verdicts: Vec<Verdict>,
     tx: Vec<Vec<Mbuf<'p>>>,
     free: Vec<Mbuf<'p>>,
     punt_tx: SyncSender<Punted>,
@@ -176,6 +178,7 @@ impl<'p> FastPath<'p> {
                 engine,
                 cfg,
                 rx: Vec::with_capacity(burst),
+                verdicts: Vec::with_capacity(burst),
                 tx: (0..ports.len())
                     .map(|_| Vec::with_capacity(burst * ports.len().max(1) * 2))
                     .collect(),
@@ -216,16 +219,7 @@ impl<'p> FastPath<'p> {
     /// turn into successive received frames (many flows from one null port); empty = off.
     pub fn set_rx_templates(&mut self, index: usize, frames: Vec<Vec<u8>>) {
         if let Some(t) = self.templates.get_mut(index) {
-            let frames = frames
-                .into_iter()
-                .map(|mut f| {
-                    if f.len() < Templates::FIXED {
-                        f.resize(Templates::FIXED, 0);
-                    }
-                    f
-                })
-                .collect();
-            *t = Templates { frames, next: 0 };
+            *t = Templates::new(frames);
         }
     }
 
@@ -256,23 +250,34 @@ impl<'p> FastPath<'p> {
             self.stats.rx += n as u64;
             let in_port = self.ofports[pi];
             let mut rx = std::mem::take(&mut self.rx);
-            let mut templates = std::mem::take(&mut self.templates);
-            let tpl = &mut templates[pi];
-            for mut m in rx.drain(..) {
-                let d = m.data_mut();
-                tpl.write(d);
-                let verdict = eng.process(d, in_port);
+            let mut verdicts = std::mem::take(&mut self.verdicts);
+            let tpl = &mut self.templates[pi];
+            if !tpl.frames.is_empty() {
+                for m in rx.iter_mut() {
+                    tpl.write(m.data_mut());
+                }
+            }
+            eng.process_burst(
+                &mut rx,
+                Meta {
+                    in_port,
+                    tun_id: None,
+                },
+                &mut verdicts,
+            );
+            // Verdicts are read in place: copying each out costs a store-to-load stall.
+            for (m, verdict) in rx.drain(..).zip(verdicts.iter()) {
                 // The common case inline: unicast out of a bound port.
                 if let Verdict::Output(Out::Port(p)) = verdict {
-                    if let Some(i) = self.by_ofport.get(p) {
+                    if let Some(i) = self.by_ofport.get(*p) {
                         self.tx[i].push(m);
                         continue;
                     }
                 }
-                self.dispatch(&eng, m, verdict, in_port);
+                self.dispatch(&eng, m, *verdict, in_port);
             }
             self.rx = rx;
-            self.templates = templates;
+            self.verdicts = verdicts;
         }
         drop(eng);
         self.flush();
@@ -410,14 +415,38 @@ fn copy_mbuf<'p>(pool: &'p Mempool, data: &[u8]) -> Result<Mbuf<'p>, RteError> {
 /// Frames a benchmark writes over received ones, in turn.
 #[derive(Default)]
 struct Templates {
-    frames: Vec<Vec<u8>>,
+    frames: Vec<Template>,
     next: usize,
 }
 
+/// A template up to 64 bytes is written with one fixed-size array copy (two vector
+/// stores): a `memcpy` call of a variable length would write with `rep movsb`, whose
+/// stores the parser's loads right after cannot forward from. Longer ones are copied.
+enum Template {
+    Short([u8; Templates::FIXED]),
+    Long(Vec<u8>),
+}
+
 impl Templates {
-    /// Templates up to this long are written with one fixed-size copy (no `memcpy` call),
-    /// zero-padded: the bytes past a short template are of no interest to the pipeline.
+    /// Templates up to this long are zero-padded to it: the bytes past a short template
+    /// are of no interest to the pipeline.
     const FIXED: usize = 64;
+
+    fn new(frames: Vec<Vec<u8>>) -> Self {
+        let frames = frames
+            .into_iter()
+            .map(|f| {
+                if f.len() <= Self::FIXED {
+                    let mut a = [0u8; Self::FIXED];
+                    a[..f.len()].copy_from_slice(&f);
+                    Template::Short(a)
+                } else {
+                    Template::Long(f)
+                }
+            })
+            .collect();
+        Templates { frames, next: 0 }
+    }
 
     #[inline]
     fn write(&mut self, d: &mut [u8]) {
@@ -429,12 +458,19 @@ impl Templates {
         if self.next == self.frames.len() {
             self.next = 0;
         }
-        if t.len() == Self::FIXED && d.len() >= Self::FIXED {
-            d[..Self::FIXED].copy_from_slice(&t[..Self::FIXED]);
-            return;
+        match t {
+            Template::Short(a) => match d.first_chunk_mut::<{ Self::FIXED }>() {
+                Some(dst) => *dst = *a,
+                None => {
+                    let k = d.len();
+                    d.copy_from_slice(&a[..k]);
+                }
+            },
+            Template::Long(v) => {
+                let k = d.len().min(v.len());
+                d[..k].copy_from_slice(&v[..k]);
+            }
         }
-        let k = d.len().min(t.len());
-        d[..k].copy_from_slice(&t[..k]);
     }
 }
 

@@ -136,8 +136,20 @@ fn eal_null_ports_bursts_stats_and_flow_enosys() {
     ));
     assert!(m.adj(14));
     assert_eq!(m.data_len(), 46);
+    // The Rust-side field reads agree with DPDK's own rte_pktmbuf_mtod / data_len (C shim).
+    let c_view = |m: &Mbuf<'_>| unsafe {
+        // SAFETY: a valid mbuf we own; the shim only reads it.
+        (
+            rte::ffi::wyv_rte_pktmbuf_mtod(m.as_ptr()) as *const u8,
+            usize::from(rte::ffi::wyv_rte_pktmbuf_data_len(m.as_ptr())),
+        )
+    };
+    assert_eq!(c_view(&m), (m.data().as_ptr(), m.data_len()));
+    assert_eq!(m.data()[0], 14, "adj moved the data start by 14 bytes");
     assert!(m.prepend(14).is_ok());
     assert_eq!(m.data_len(), 60);
+    assert_eq!(c_view(&m), (m.data().as_ptr(), m.data_len()));
+    assert_eq!(m.data()[14], 14);
     assert!(m.trim(10));
     assert_eq!(m.pkt_len(), 50);
     assert_eq!(pool.in_use_count(), 1);

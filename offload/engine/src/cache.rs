@@ -13,7 +13,9 @@
 
 use wyvern_model::MacAddr;
 
-use crate::engine::Verdict;
+use wyvern_pipeline::Stage;
+
+use crate::engine::{DropCause, Verdict};
 
 /// A frame rewrite, replayed in order on a cache hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +26,32 @@ pub(crate) enum Rewrite {
     ArpReply(MacAddr),
 }
 
-const MAX_REWRITES: usize = 6;
 const MAX_HITS: usize = 8;
+
+/// The net effect of a walk's rewrites, replayed with no loop and no dispatch per rewrite.
+/// Exact for any order the walk did them in: TTL decrements touch only the IPv4 TTL and
+/// checksum, a later MAC rewrite of the same field replaces an earlier one, and an ARP
+/// reply is terminal (the walk stops there), so it comes last and sees the rewritten
+/// source MAC just as the walk did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Edit {
+    pub(crate) eth_src: Option<MacAddr>,
+    pub(crate) eth_dst: Option<MacAddr>,
+    /// TTL decrements, each with its incremental checksum update.
+    pub(crate) dec_ttl: u8,
+    pub(crate) arp_reply: Option<MacAddr>,
+}
+
+impl Edit {
+    /// Nothing to do (the L2 case): one test instead of four.
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.eth_src.is_none()
+            && self.eth_dst.is_none()
+            && self.dec_ttl == 0
+            && self.arp_reply.is_none()
+    }
+}
 
 /// What one packet's walk through the tables did.
 #[derive(Debug, Clone, Copy)]
@@ -34,11 +60,11 @@ pub(crate) struct Recording {
     pub(crate) n_hits: u8,
     /// Bit per stage index whose table missed.
     pub(crate) misses: u8,
-    pub(crate) rewrites: [Rewrite; MAX_REWRITES],
-    pub(crate) n_rewrites: u8,
+    pub(crate) edit: Edit,
     /// Too much to record: do not cache.
     pub(crate) overflow: bool,
-    pub(crate) verdict: Option<Verdict>,
+    /// The walk's verdict (set before the recording is cached).
+    pub(crate) verdict: Verdict,
 }
 
 impl Default for Recording {
@@ -47,10 +73,12 @@ impl Default for Recording {
             hits: [0; MAX_HITS],
             n_hits: 0,
             misses: 0,
-            rewrites: [Rewrite::DecTtl; MAX_REWRITES],
-            n_rewrites: 0,
+            edit: Edit::default(),
             overflow: false,
-            verdict: None,
+            verdict: Verdict::Drop {
+                stage: Stage::Classify,
+                cause: DropCause::Flow,
+            },
         }
     }
 }
@@ -72,12 +100,15 @@ impl Recording {
     }
     #[inline]
     pub(crate) fn rewrite(&mut self, r: Rewrite) {
-        match self.rewrites.get_mut(usize::from(self.n_rewrites)) {
-            Some(slot) => {
-                *slot = r;
-                self.n_rewrites += 1;
-            }
-            None => self.overflow = true,
+        let e = &mut self.edit;
+        match r {
+            Rewrite::EthSrc(m) => e.eth_src = Some(m),
+            Rewrite::EthDst(m) => e.eth_dst = Some(m),
+            Rewrite::DecTtl => match e.dec_ttl.checked_add(1) {
+                Some(n) => e.dec_ttl = n,
+                None => self.overflow = true,
+            },
+            Rewrite::ArpReply(m) => e.arp_reply = Some(m),
         }
     }
 }
@@ -90,7 +121,7 @@ pub(crate) struct FlowKey(pub(crate) [u64; 8]);
 
 impl FlowKey {
     /// Equality without a `memcmp` call (the derived one compiles to one for 64 bytes).
-    #[inline]
+    #[inline(always)]
     fn same(&self, other: &FlowKey) -> bool {
         let mut d = 0u64;
         for i in 0..8 {
@@ -99,7 +130,7 @@ impl FlowKey {
         d == 0
     }
 
-    #[inline]
+    #[inline(always)]
     fn hash(&self) -> usize {
         const K: [u64; 8] = [
             0x9e37_79b9_7f4a_7c15,
@@ -122,15 +153,18 @@ impl FlowKey {
     }
 }
 
-struct CacheSlot {
+/// The probed part of a slot: a lookup reads only these (one cache line plus a word per
+/// way); the recording, in a separate array, is read only on a hit.
+#[derive(Clone, Copy)]
+struct Tag {
     generation: u64,
     key: FlowKey,
-    rec: Recording,
 }
 
-/// Sets of two slots (`slots[2 * set]`, `slots[2 * set + 1]`).
+/// Sets of two slots (`tags[2 * set]`, `tags[2 * set + 1]`, same indices in `recs`).
 pub(crate) struct FlowCache {
-    slots: Vec<CacheSlot>,
+    tags: Vec<Tag>,
+    recs: Vec<Recording>,
     /// Number of sets minus one.
     mask: usize,
     /// Slots from an older generation are empty. Starts at 1: fresh slots hold 0.
@@ -151,13 +185,14 @@ impl FlowCache {
             slots.next_power_of_two().max(2)
         };
         FlowCache {
-            slots: (0..n)
-                .map(|_| CacheSlot {
+            tags: vec![
+                Tag {
                     generation: 0,
                     key: FlowKey::default(),
-                    rec: Recording::default(),
-                })
-                .collect(),
+                };
+                n
+            ],
+            recs: vec![Recording::default(); n],
             mask: (n / 2).saturating_sub(1),
             generation: 1,
             hits: 0,
@@ -166,11 +201,11 @@ impl FlowCache {
     }
 
     pub(crate) fn enabled(&self) -> bool {
-        !self.slots.is_empty()
+        !self.tags.is_empty()
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.tags.len()
     }
 
     /// Forgets every cached flow (after any table write).
@@ -180,24 +215,48 @@ impl FlowCache {
     }
 
     /// The slot holding `key`'s recording, if cached; also returns the hash for `put`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn find(&mut self, key: &FlowKey) -> (Option<usize>, usize) {
         let hash = key.hash();
-        let base = (hash & self.mask) * 2;
-        for i in [base, base + 1] {
-            let s = &self.slots[i];
-            if s.generation == self.generation && s.key.same(key) {
-                self.hits += 1;
-                return (Some(i), hash);
-            }
-        }
-        self.misses += 1;
-        (None, hash)
+        let slot = self.probe(key, hash);
+        self.count(slot.is_some());
+        (slot, hash)
     }
 
-    #[inline]
+    /// The hash `find` and `put` take.
+    #[inline(always)]
+    pub(crate) fn hash(key: &FlowKey) -> usize {
+        key.hash()
+    }
+
+    /// The slot holding `key` (whose hash is `hash`), if cached; counts nothing.
+    #[inline(always)]
+    pub(crate) fn probe(&self, key: &FlowKey, hash: usize) -> Option<usize> {
+        let base = (hash & self.mask) * 2;
+        let ways = &self.tags[base..base + 2];
+        let hit = |t: &Tag| t.generation == self.generation && t.key.same(key);
+        if hit(&ways[0]) {
+            Some(base)
+        } else if hit(&ways[1]) {
+            Some(base + 1)
+        } else {
+            None
+        }
+    }
+
+    /// Counts one lookup as a hit or a miss (the cache's statistics).
+    #[inline(always)]
+    pub(crate) fn count(&mut self, hit: bool) {
+        if hit {
+            self.hits += 1;
+        } else {
+            self.misses += 1;
+        }
+    }
+
+    #[inline(always)]
     pub(crate) fn recording(&self, slot: usize) -> &Recording {
-        &self.slots[slot].rec
+        &self.recs[slot]
     }
 
     /// Caches `key` in way 0 of its set; a current way-0 flow moves to way 1 (whose flow,
@@ -206,14 +265,15 @@ impl FlowCache {
     pub(crate) fn put(&mut self, key: &FlowKey, hash: usize, rec: Recording) {
         let generation = self.generation;
         let base = (hash & self.mask) * 2;
-        let (way0, way1) = self.slots[base..base + 2].split_at_mut(1);
-        let (w0, w1) = (&mut way0[0], &mut way1[0]);
-        if w0.generation == generation {
-            std::mem::swap(w0, w1);
+        if self.tags[base].generation == generation {
+            self.tags[base + 1] = self.tags[base];
+            self.recs[base + 1] = self.recs[base];
         }
-        w0.generation = generation;
-        w0.key = *key;
-        w0.rec = rec;
+        self.tags[base] = Tag {
+            generation,
+            key: *key,
+        };
+        self.recs[base] = rec;
     }
 }
 

@@ -316,6 +316,7 @@ pub struct Headers {
 impl Headers {
     /// Parses `frame`. Only a frame too short for Ethernet is an error; an upper layer that
     /// is truncated or malformed is simply absent (its fields then match nothing).
+    #[inline(always)]
     pub fn parse(frame: &[u8]) -> Result<Headers, WireError> {
         let eth = EthernetFrame::new_checked(frame)?;
         let mut h = Headers {
