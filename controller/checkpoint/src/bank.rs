@@ -121,6 +121,12 @@ pub enum BankError {
     },
     #[error("checkpoint {0} not found in the bank")]
     NotFound(String),
+    #[error("failed to make bank file {path} durable (fsync): {source}")]
+    Sync {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A lease: who writes a checkpoint, until when.
@@ -226,6 +232,10 @@ pub struct ObjectFault {
 pub struct Bank {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// The directory of a filesystem bank. `object_store`'s local store (0.12) renames a
+    /// written file into place without fsync, so a crash could lose a checkpoint that was
+    /// reported available; the bank fsyncs the file and its directories itself.
+    local_root: Option<std::path::PathBuf>,
     /// Printable location for messages.
     pub location: String,
 }
@@ -260,6 +270,7 @@ impl Bank {
                 Ok(Bank {
                     store: Arc::new(fs),
                     prefix: String::new(),
+                    local_root: Some(path.clone()),
                     location: format!("file://{}", path.display()),
                 })
             }
@@ -291,6 +302,7 @@ impl Bank {
                 })?;
                 Ok(Bank {
                     store: Arc::new(s3),
+                    local_root: None,
                     prefix: prefix.trim_matches('/').to_string(),
                     location: format!("s3://{bucket}/{}", prefix.trim_matches('/')),
                 })
@@ -310,11 +322,57 @@ impl Bank {
         self.store
             .put(&self.path(rel), PutPayload::from_bytes(data))
             .await
-            .map(|_| ())
             .map_err(|source| BankError::Put {
                 path: rel.to_string(),
                 source: Box::new(source),
-            })
+            })?;
+        self.make_durable(rel, true).await
+    }
+
+    /// On a filesystem bank: fsyncs `rel` (if `file`) and every directory from its parent up
+    /// to the bank's root, so the data and the directory entries that name it (a rename, a
+    /// new `checkpoints/<id>/data/` directory, a deletion) survive a crash. A no-op on S3,
+    /// where a successful PUT is already durable.
+    async fn make_durable(&self, rel: &str, file: bool) -> Result<(), BankError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let target = root.join(self.path(rel).as_ref());
+        let what = target.clone();
+        let sync = move || -> Result<(), BankError> {
+            let fsync = |p: &std::path::Path| {
+                std::fs::File::open(p)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|source| BankError::Sync {
+                        path: p.to_path_buf(),
+                        source,
+                    })
+            };
+            if file {
+                fsync(&target)?;
+            }
+            let mut dir = target.parent();
+            while let Some(d) = dir {
+                match fsync(d) {
+                    // A deletion's emptied directories are removed too (automatic cleanup):
+                    // the first one that still exists holds the entry that changed.
+                    Err(BankError::Sync { source, .. })
+                        if !file && source.kind() == std::io::ErrorKind::NotFound => {}
+                    r => r?,
+                }
+                if d == root {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        };
+        tokio::task::spawn_blocking(sync)
+            .await
+            .map_err(|e| BankError::Sync {
+                path: what,
+                source: std::io::Error::other(e),
+            })?
     }
 
     pub async fn get(&self, rel: &str) -> Result<Option<Bytes>, BankError> {
@@ -356,7 +414,8 @@ impl Bank {
 
     pub async fn delete(&self, rel: &str) -> Result<(), BankError> {
         match self.store.delete(&self.path(rel)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) => self.make_durable(rel, false).await,
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(BankError::Delete {
                 path: rel.to_string(),
                 source: Box::new(source),
@@ -417,7 +476,7 @@ impl Bank {
                 .put_opts(&path, PutPayload::from(body.clone()), create)
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => return self.make_durable(&rel, true).await,
                 Err(object_store::Error::AlreadyExists { .. })
                 | Err(object_store::Error::Precondition { .. }) => {}
                 Err(source) => return Err(put_err(source)),
@@ -465,7 +524,7 @@ impl Bank {
                 .put_opts(&path, PutPayload::from(body.clone()), update)
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => return self.make_durable(&rel, true).await,
                 // Another service replaced it first: read who holds it now.
                 Err(object_store::Error::Precondition { .. })
                 | Err(object_store::Error::NotFound { .. }) => continue,
