@@ -13,9 +13,10 @@ use wyvern_testkit::poll::wait_until;
 use wyvern_testkit::venv::Venv;
 
 use crate::common::Api;
-use crate::harness::{self, Demo, DpdkRunDir, P4d, Reader};
+use crate::harness::{self, Demo, P4d, Reader};
 use crate::harness::{GW1_IP, GW1_MAC, GW2_MAC, VM1_IP, VM1_MAC, VM2_IP, VM2_MAC, VM3_IP, VM3_MAC};
 use crate::packet::{self, Dhcp, Frame};
+use wyvern_testkit::pcap::PcapPorts;
 
 const XID: u32 = 0x5157_0001;
 
@@ -36,33 +37,9 @@ async fn wyvernd_programs_p4d_which_forwards_and_answers_dhcp_through_wyvernd() 
     let discover = packet::dhcp_discover(VM1_MAC, XID);
     let input = vec![arp_gw, l2.clone(), routed.clone(), spoofed, discover];
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = |n: &str| dir.path().join(n);
-    harness::write_pcap(&path("in0.pcap"), &input).expect("pcap");
-    harness::write_pcap(&path("empty.pcap"), &[]).expect("pcap");
-    let run_dir = DpdkRunDir::new("fwd");
-    let vdev = |i: usize, rx: &str| {
-        format!(
-            "--vdev=net_pcap{i},rx_pcap={},tx_pcap={}",
-            path(rx).display(),
-            path(&format!("out{i}.pcap")).display()
-        )
-    };
-    let mut args: Vec<String> = ["--hold-rx", "--", "--no-huge", "--no-pci", "-m", "512"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend([
-        "--file-prefix".into(),
-        run_dir.prefix.clone(),
-        "-l".into(),
-        "0".into(),
-        "--no-telemetry".into(),
-        "--log-level=warning".into(),
-        vdev(0, "in0.pcap"),
-        vdev(1, "empty.pcap"),
-        vdev(2, "empty.pcap"),
-    ]);
+    let pcap = PcapPorts::new("p4e2e-fwd", &input, 3).expect("pcap ports");
+    let mut args: Vec<String> = vec!["--hold-rx".into(), "--".into()];
+    args.extend(pcap.eal_args());
     let p4d = P4d::start(&args).expect("wyvern-p4d with DPDK pcap ports");
 
     let ovs = OvsSandbox::dummy().expect("OVS sandbox");
@@ -75,15 +52,13 @@ async fn wyvernd_programs_p4d_which_forwards_and_answers_dhcp_through_wyvernd() 
     reader.wait_for(&demo.needles(), || w.log_tail()).await;
     p4d.release_rx();
 
-    let read = |n: &str| harness::read_pcap(&path(n));
+    let read = |port: usize| pcap.transmitted(port);
     let done = tokio::task::block_in_place(|| {
         wait_until("the output pcaps", Duration::from_secs(30), || {
-            read("out0.pcap").len() >= 2
-                && !read("out1.pcap").is_empty()
-                && !read("out2.pcap").is_empty()
+            read(0).len() >= 2 && !read(1).is_empty() && !read(2).is_empty()
         })
     });
-    let (out0, out1, out2) = (read("out0.pcap"), read("out1.pcap"), read("out2.pcap"));
+    let (out0, out1, out2) = (read(0), read(1), read(2));
     assert!(
         done.is_ok(),
         "outputs: {out0:?} {out1:?} {out2:?}\n{}",

@@ -82,45 +82,6 @@ impl Drop for P4d {
     }
 }
 
-/// Removes `/var/run/dpdk/<prefix>` when dropped (EAL leaves its files there).
-pub struct DpdkRunDir {
-    pub prefix: String,
-}
-
-impl DpdkRunDir {
-    pub fn new(purpose: &str) -> DpdkRunDir {
-        DpdkRunDir {
-            prefix: format!("wyv-p4e2e-{purpose}-{}", std::process::id()),
-        }
-    }
-}
-
-impl Drop for DpdkRunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(PathBuf::from("/var/run/dpdk").join(&self.prefix));
-    }
-}
-
-/// Writes a classic pcap file (microsecond timestamps, Ethernet link type).
-pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        out.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-        out.extend_from_slice(&(i as u32).to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        out.extend_from_slice(f);
-    }
-    std::fs::write(path, out)
-}
-
 /// wyvernd with the P4 back end pointed at `p4d` (election id `election`), OpenFlow on
 /// `ovs`'s bridge, bindings from `ovs`'s OVSDB. The sync log lines (debug) are on, so a
 /// test can count the updates each sync wrote.
@@ -425,33 +386,4 @@ impl Reader {
             );
         }
     }
-}
-
-/// The frames of a pcap file the DPDK pcap port writes (micro- or nanosecond magic,
-/// little-endian); a file not written yet or a record still being written gives fewer.
-pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let Ok(b) = std::fs::read(path) else {
-        return Vec::new();
-    };
-    if b.len() < 24 {
-        return Vec::new();
-    }
-    let magic = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    assert!(
-        magic == 0xa1b2_c3d4 || magic == 0xa1b2_3c4d,
-        "{}: unknown pcap magic {magic:#x}",
-        path.display()
-    );
-    let mut at = 24;
-    let mut frames = Vec::new();
-    while at + 16 <= b.len() {
-        let incl = u32::from_le_bytes([b[at + 8], b[at + 9], b[at + 10], b[at + 11]]) as usize;
-        at += 16;
-        if at + incl > b.len() {
-            break;
-        }
-        frames.push(b[at..at + incl].to_vec());
-        at += incl;
-    }
-    frames
 }
