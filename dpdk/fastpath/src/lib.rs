@@ -266,10 +266,17 @@ impl<'p> FastPath<'p> {
                 &mut verdicts,
             );
             // Verdicts are read in place: copying each out costs a store-to-load stall.
+            // The last unicast port's index is remembered (a burst mostly goes one way).
+            let mut last: Option<(u32, usize)> = None;
             for (m, verdict) in rx.drain(..).zip(verdicts.iter()) {
                 // The common case inline: unicast out of a bound port.
                 if let Verdict::Output(Out::Port(p)) = verdict {
-                    if let Some(i) = self.by_ofport.get(*p) {
+                    let i = match last {
+                        Some((lp, li)) if lp == *p => Some(li),
+                        _ => self.by_ofport.get(*p),
+                    };
+                    if let Some(i) = i {
+                        last = Some((*p, i));
                         self.tx[i].push(m);
                         continue;
                     }

@@ -122,7 +122,7 @@ pub(crate) struct FlowKey(pub(crate) [u64; 8]);
 impl FlowKey {
     /// Equality without a `memcmp` call (the derived one compiles to one for 64 bytes).
     #[inline(always)]
-    fn same(&self, other: &FlowKey) -> bool {
+    pub(crate) fn same(&self, other: &FlowKey) -> bool {
         let mut d = 0u64;
         for i in 0..8 {
             d |= self.0[i] ^ other.0[i];
@@ -227,6 +227,12 @@ impl FlowCache {
     #[inline(always)]
     pub(crate) fn hash(key: &FlowKey) -> usize {
         key.hash()
+    }
+
+    /// The set a hash falls in: `put` changes only that set's slots.
+    #[inline(always)]
+    pub(crate) fn set_of(&self, hash: usize) -> usize {
+        hash & self.mask
     }
 
     /// The slot holding `key` (whose hash is `hash`), if cached; counts nothing.
