@@ -37,7 +37,14 @@ pub struct Lab {
 impl Lab {
     /// OVS (netdev, own namespace) and wyvernd with `extra` flags; waits until br-int is
     /// programmed.
+    #[allow(dead_code)] // bench-reactive starts its labs with `start_logging`
     pub fn start(wyvernd: &PathBuf, extra: &[&str]) -> anyhow::Result<Lab> {
+        Lab::start_logging(wyvernd, extra, "warn")
+    }
+
+    /// [`Lab::start`] with wyvernd's `RUST_LOG` set to `rust_log` (a benchmark that reads
+    /// samples from wyvernd's log turns on the lines it needs).
+    pub fn start_logging(wyvernd: &PathBuf, extra: &[&str], rust_log: &str) -> anyhow::Result<Lab> {
         let ovs = OvsSandbox::netdev_in_new_netns().context("failed to start OVS")?;
         // ovs-vswitchd only connects to unix sockets inside its run dir.
         let of = format!("unix:{}", ovs.run_dir().join("of.sock").display());
@@ -50,7 +57,7 @@ impl Lab {
             .arg(of)
             .arg("--bridge")
             .arg("br-int")
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", rust_log);
         for a in extra {
             opts = opts.arg(*a);
         }
