@@ -14,7 +14,7 @@ use wyvern_pipeline::{
 use crate::cache::{Edit, FlowCache, FlowKey, Recording, Rewrite, DEFAULT_CACHE_SLOTS};
 use crate::key::{from_ir_match, full_mask, mac_u64, slot, FieldMatch, PacketKey};
 use crate::table::{EntryStore, Table, TableShape};
-use crate::wire::{ArpPacket, EthernetFrame, Headers, Ipv4Packet};
+use crate::wire::{dec_ttl_in_place, ArpPacket, EthernetFrame, Headers, Ipv4Packet};
 
 const NUM_STAGES: usize = STAGES.len();
 
@@ -1078,17 +1078,29 @@ fn rewrite(rec: &Recording, frame: &mut [u8], h: &Headers) -> Verdict {
     rec.verdict
 }
 
-/// Applies a recording's net rewrites (see [`Edit`] for why this order is exact).
-#[inline]
+/// Applies a recording's net rewrites (see [`Edit`] for why this order is exact), on a
+/// frame whose parse gave `h`: the IPv4 header and the Ethernet addresses are known to be
+/// there, so each rewrite is a fixed-size write with no view to check.
+#[inline(always)]
 fn apply_edit(frame: &mut [u8], h: &Headers, e: &Edit) {
-    for _ in 0..e.dec_ttl {
-        apply_rewrite(frame, h, Rewrite::DecTtl);
+    if e.dec_ttl > 0 {
+        if let Some(ip) = h
+            .ipv4
+            .and_then(|off| frame.get_mut(off..))
+            .and_then(|b| b.first_chunk_mut::<12>())
+        {
+            for _ in 0..e.dec_ttl {
+                dec_ttl_in_place(ip);
+            }
+        }
     }
-    if let Some(m) = e.eth_src {
-        apply_rewrite(frame, h, Rewrite::EthSrc(m));
-    }
-    if let Some(m) = e.eth_dst {
-        apply_rewrite(frame, h, Rewrite::EthDst(m));
+    if let Some(eth) = frame.first_chunk_mut::<12>() {
+        if let Some(m) = e.eth_src {
+            eth[6..].copy_from_slice(&m.0);
+        }
+        if let Some(m) = e.eth_dst {
+            eth[..6].copy_from_slice(&m.0);
+        }
     }
     if let Some(m) = e.arp_reply {
         apply_rewrite(frame, h, Rewrite::ArpReply(m));

@@ -255,16 +255,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// HC' = ~(~HC + ~m + m') over the 16-bit word holding TTL and protocol), so a routed
     /// packet costs no full checksum pass. The caller checks that the TTL is above 1.
     pub fn dec_ttl(&mut self) {
-        let b = self.buffer.as_mut();
-        let old_word = be16(b, ipv4::TTL);
-        b[ipv4::TTL] = b[ipv4::TTL].wrapping_sub(1);
-        let new_word = be16(b, ipv4::TTL);
-        let hc = be16(b, ipv4::CHECKSUM);
-        let mut sum = u32::from(!hc) + u32::from(!old_word) + u32::from(new_word);
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        let new = !(sum as u16);
-        b[ipv4::CHECKSUM..ipv4::CHECKSUM + 2].copy_from_slice(&new.to_be_bytes());
+        // new_checked saw at least 20 bytes.
+        if let Some(head) = self.buffer.as_mut().first_chunk_mut() {
+            dec_ttl_in_place(head);
+        }
     }
     /// Recomputes the header checksum from scratch.
     pub fn fill_checksum(&mut self) {
@@ -275,6 +269,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         let c = !ones_complement_sum(&b[..hlen]);
         b[ipv4::CHECKSUM..ipv4::CHECKSUM + 2].copy_from_slice(&c.to_be_bytes());
     }
+}
+
+/// [`Ipv4Packet::dec_ttl`] on the first 12 bytes of a header the caller has checked (the
+/// engine's cache replay, whose frame `Headers::parse` checked): the TTL and the checksum
+/// both lie there, so no other bound is needed.
+#[inline(always)]
+pub fn dec_ttl_in_place(b: &mut [u8; 12]) {
+    let old_word = be16(b, ipv4::TTL);
+    b[ipv4::TTL] = b[ipv4::TTL].wrapping_sub(1);
+    let new_word = be16(b, ipv4::TTL);
+    let hc = be16(b, ipv4::CHECKSUM);
+    let mut sum = u32::from(!hc) + u32::from(!old_word) + u32::from(new_word);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    let new = !(sum as u16);
+    b[ipv4::CHECKSUM..ipv4::CHECKSUM + 2].copy_from_slice(&new.to_be_bytes());
 }
 
 /// The 16-bit one's complement sum of `data` (odd length padded with a zero byte).
