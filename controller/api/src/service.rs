@@ -65,10 +65,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
-use wyvern_model::{Change, ModelConfig, ModelError, Topology, KEY_PREFIX};
+use wyvern_model::{is_old_layout_key, parse_key, Change, Kind, ModelConfig, ModelError, Topology};
 use wyvern_store::{Compare, Event, EventKind, Revision, Store, StoreError, Txn};
 
-/// The key every batch of every northbound writer puts first (outside [`KEY_PREFIX`], so
+/// The key every batch of every northbound writer puts first (outside `wyvern_model::KEY_PREFIX`, so
 /// model mirrors never see it); its mod revision is the optimistic-concurrency guard.
 pub const HEAD_KEY: &str = "/wyvern/head";
 /// Everything the follower watches and a load reads: the model and the head.
@@ -112,6 +112,8 @@ pub enum ApiError {
     Load(#[source] StoreError),
     #[error("failed to decode the stored topology: {0}")]
     Decode(#[source] wyvern_model::ApplyError),
+    #[error("failed to load the topology: the store holds the old per-kind layout (key {0}); this version keeps subnets and ports under /wyvern/v1/net/<network>/ (docs/multi-host.md): recreate the store or migrate it")]
+    OldLayout(String),
     #[error("failed to commit the change to the store: {0}")]
     Commit(String),
     #[error("failed to commit the change: other writers kept changing the topology for {RETRY_BUDGET:?}")]
@@ -266,10 +268,16 @@ async fn load(store: &dyn Store, cfg: &ModelConfig) -> Result<Loaded, ApiError> 
     // Every object's JSON is built once, here or when it is written: the store write, the
     // write's answer and every list reuse it.
     topo.enable_json_cache();
+    if let Some(kv) = kvs.iter().find(|kv| is_old_layout_key(&kv.key)) {
+        return Err(ApiError::OldLayout(kv.key.clone()));
+    }
     // Parents first so that indexes see them (the mirror tolerates any order; this is tidier).
-    for kind in ["networks/", "subnets/", "routers/", "ports/"] {
-        let prefix = format!("{KEY_PREFIX}{kind}");
-        for kv in kvs.iter().filter(|kv| kv.key.starts_with(&prefix)) {
+    // Index keys are not objects (`parse_key` is `None` for them).
+    for kind in [Kind::Network, Kind::Subnet, Kind::Router, Kind::Port] {
+        let objects = kvs
+            .iter()
+            .filter(|kv| parse_key(&kv.key).is_some_and(|(k, _)| k == kind));
+        for kv in objects {
             topo.apply_put(&kv.key, &kv.value)
                 .map_err(ApiError::Decode)?;
         }
@@ -621,6 +629,13 @@ fn merge(batch: &[Pending], guard: Revision, head_value: String) -> Txn {
                 }
                 None => txn.delete(key),
             };
+            // The selective-sync indexes, in the same transaction as the object.
+            for (key, value) in op.index_writes() {
+                txn = match value {
+                    Some(v) => txn.put(key, v),
+                    None => txn.delete(key),
+                };
+            }
         }
     }
     txn
@@ -730,7 +745,8 @@ fn apply_event(
         st.head = st.head.max(rev);
         return;
     }
-    if origin != Origin::Foreign || !ev.kv.key.starts_with(KEY_PREFIX) {
+    // Index keys come with their objects; only objects are applied.
+    if origin != Origin::Foreign || parse_key(&ev.kv.key).is_none() {
         return;
     }
     let res = match ev.kind {

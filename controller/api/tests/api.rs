@@ -1057,9 +1057,22 @@ async fn concurrent_port_creates_get_unique_addresses_and_are_group_committed() 
         .store
         .keys()
         .iter()
-        .filter(|k| k.starts_with("/wyvern/v1/ports/"))
+        .filter(|k| {
+            matches!(
+                wyvern_model::parse_key(k),
+                Some((wyvern_model::Kind::Port, _))
+            )
+        })
         .count();
     assert_eq!(ports_in_store, 1280);
+    // Each port also has its port -> network index entry (written in the same transaction).
+    let indexed = api
+        .store
+        .keys()
+        .iter()
+        .filter(|k| k.starts_with(wyvern_model::PORT_NETWORK_PREFIX))
+        .count();
+    assert_eq!(indexed, 1280);
     let txns = api.store.txns.load(Ordering::SeqCst) - before;
     assert!(txns <= 1280, "{txns} store transactions for 1280 writes");
 }

@@ -153,8 +153,17 @@ async fn two_services_on_one_store_never_hand_out_an_address_twice() {
         a.port_count() == 160 && b.port_count() == 160
     })
     .await;
-    let (kvs, _) = store.range("/wyvern/v1/ports/").await.expect("range");
-    assert_eq!(kvs.len(), 160);
+    let (kvs, _) = store.range(wyvern_model::NET_PREFIX).await.expect("range");
+    let ports = kvs
+        .iter()
+        .filter(|kv| {
+            matches!(
+                wyvern_model::parse_key(&kv.key),
+                Some((wyvern_model::Kind::Port, _))
+            )
+        })
+        .count();
+    assert_eq!(ports, 160);
     let (s, v) = b.req("GET", "/v2.0/ports", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["ports"].as_array().map(Vec::len), Some(160));

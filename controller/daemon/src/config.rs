@@ -254,6 +254,10 @@ pub struct Args {
     /// Seconds the chassis registration outlives a dead wyvernd [default: 10].
     #[arg(long, env = "WYVERN_CHASSIS_LEASE_TTL")]
     pub chassis_lease_ttl: Option<u64>,
+    /// Mirror the whole topology or only what local ports reach [default: selective with
+    /// --chassis-name, else full].
+    #[arg(long, env = "WYVERN_SYNC", value_enum)]
+    pub sync: Option<SyncArg>,
 }
 
 /// The P4Runtime back end's settings (present when `p4runtime` is configured).
@@ -311,6 +315,14 @@ pub enum L3ModeArg {
     Reactive,
 }
 
+/// How much of the topology the local controller mirrors (docs/multi-host.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncArg {
+    Full,
+    Selective,
+}
+
 /// The local controller's settings (present when `ovsdb` is configured).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwitchSettings {
@@ -329,6 +341,8 @@ pub struct SwitchSettings {
     pub dhcp_allow_relay: bool,
     /// Multi-host identity (`--chassis-name`, `--tunnel-ip`).
     pub chassis: Option<wyvern_local::chassis::ChassisConfig>,
+    /// Full or selective mirror (resolved: selective by default with a chassis).
+    pub sync: SyncArg,
 }
 
 /// The keys of the TOML config file.
@@ -376,6 +390,7 @@ pub struct FileConfig {
     pub tunnel_ip: Option<Ipv4Addr>,
     pub chassis_offload: Option<Vec<String>>,
     pub chassis_lease_ttl: Option<u64>,
+    pub sync: Option<SyncArg>,
 }
 
 impl FileConfig {
@@ -578,6 +593,11 @@ impl Config {
                     .dhcp_allow_relay
                     .or(file.dhcp_allow_relay)
                     .unwrap_or(false),
+                sync: args.sync.or(file.sync).unwrap_or(if chassis.is_some() {
+                    SyncArg::Selective
+                } else {
+                    SyncArg::Full
+                }),
                 chassis,
             }),
         })

@@ -205,6 +205,7 @@ impl Collector for SourceHistograms {
         let mut f = Vec::new();
         if let Some(local) = self.0.local.get() {
             f.extend(local.status().compile_duration.collect());
+            f.extend(local.sync_metric_families());
             f.extend(local.ofctrl().live_counters().sync_duration.collect());
         }
         if let Some(apps) = self.0.apps.get() {

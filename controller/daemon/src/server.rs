@@ -276,6 +276,10 @@ async fn start_local(
         openflow_listen,
         compile,
         chassis: sw.chassis.clone(),
+        sync: match sw.sync {
+            crate::config::SyncArg::Full => wyvern_local::SyncMode::Full,
+            crate::config::SyncArg::Selective => wyvern_local::SyncMode::Selective,
+        },
     };
     let (status_tx, mut status_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pin_tx, pin_rx) = tokio::sync::mpsc::unbounded_channel();

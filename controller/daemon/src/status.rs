@@ -214,6 +214,13 @@ pub fn summary_json(s: &Scrape) -> serde_json::Value {
             "compiled_revision": s.sum("wyvern_pipeline_compiled_revision", &[]),
             "installed_revision": s.sum("wyvern_pipeline_installed_revision", &[]),
         },
+        "sync": {
+            "selective": s.sum("wyvern_sync_selective", &[]) > 0.0,
+            "objects_held": s.by("wyvern_sync_objects_held", "kind"),
+            "watches": s.sum("wyvern_sync_watches", &[]),
+            "partitions": s.sum("wyvern_sync_partitions", &[]),
+            "events": s.sum("wyvern_sync_events_total", &[]),
+        },
         "openflow": {
             "connected": of_connected,
             "flow_mods": s.by("wyvern_openflow_flow_mods_total", "command"),
@@ -317,6 +324,20 @@ pub fn summary_text(s: &Scrape) -> String {
         int(compiles.get("full").copied().unwrap_or(0.0)),
         int(compiles.get("incremental").copied().unwrap_or(0.0)),
     );
+    if s.has("wyvern_sync_selective") {
+        let _ = writeln!(
+            o,
+            "sync       {}, held: {}; {} watches, {} network partitions",
+            if s.sum("wyvern_sync_selective", &[]) > 0.0 {
+                "selective"
+            } else {
+                "full"
+            },
+            list(&s.by("wyvern_sync_objects_held", "kind")),
+            int(s.sum("wyvern_sync_watches", &[])),
+            int(s.sum("wyvern_sync_partitions", &[])),
+        );
+    }
     let connected = s.sum("wyvern_openflow_connected", &[]) > 0.0;
     let _ = writeln!(
         o,

@@ -17,6 +17,7 @@ pub mod apps;
 pub mod chassis;
 pub mod mirror;
 pub mod p4;
+pub mod selective;
 
 pub use wyvern_ofpipe::{REG_INPORT, REG_NETWORK, REG_OUTPORT, REG_ROUTER};
 
@@ -67,6 +68,18 @@ pub struct LocalConfig {
     pub compile: CompileConfig,
     /// This host's chassis (registration, binding host, overlay); `None`: a single host.
     pub chassis: Option<chassis::ChassisConfig>,
+    /// Mirror everything, or only what the local ports reach ([`selective`]).
+    pub sync: SyncMode,
+}
+
+/// How much of the topology the local controller mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// One range + watch of the whole model prefix (a single host).
+    #[default]
+    Full,
+    /// Only the networks (and routers) the local ports reach: [`selective::SelectiveSync`].
+    Selective,
 }
 
 /// Failures that stop the local controller from starting.
@@ -186,6 +199,8 @@ pub struct LocalController {
     chassis_view: Arc<RwLock<chassis::ChassisView>>,
     /// True once the first OVSDB binding snapshot is compiled (at once without a switch).
     synced: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Counts of the selective mirror (updated by the loop); `None` in full mode.
+    held: Option<Arc<RwLock<selective::Held>>>,
 }
 
 impl LocalController {
@@ -260,6 +275,7 @@ impl LocalController {
             chassis: cfg.chassis.as_ref().map(|c| Arc::from(c.name.as_str())),
             chassis_view: Arc::default(),
             synced: Arc::new(tokio::sync::watch::Sender::new(false)),
+            held: (cfg.sync == SyncMode::Selective).then(Arc::default),
         };
         // Register this host and take the overlay view before the first compile, so that
         // remote ports compile to tunnels from the start.
@@ -286,7 +302,17 @@ impl LocalController {
             None => None,
         };
 
-        let revision = this.resync(store.as_ref()).await?;
+        // Selective: the held topology starts empty and fills as local ports bind.
+        let (revision, selective) = match cfg.sync {
+            SyncMode::Full => (this.resync(store.as_ref()).await?, None),
+            SyncMode::Selective => {
+                let sync = selective::SelectiveSync::start(store.clone()).await?;
+                let revision =
+                    this.install_full(Topology::new(ModelConfig::default()), 0, Revision(0))?;
+                this.publish_held(&sync);
+                (revision, Some(sync))
+            }
+        };
         let bindings = match &cfg.ovsdb {
             Some(remote) => {
                 let target = listen.as_ref().map(controller_target);
@@ -316,6 +342,7 @@ impl LocalController {
                 packet_in_tx,
                 ready,
                 chassis: chassis_rx,
+                selective,
             };
             worker.run(store, revision, inputs).await;
         });
@@ -351,6 +378,98 @@ impl LocalController {
         self.synced.subscribe()
     }
 
+    /// Counts of what this host mirrors: objects held per kind and watches open (the
+    /// selective mirror's own counts, or the whole topology and one watch in full mode).
+    pub fn held(&self) -> selective::Held {
+        match &self.held {
+            Some(h) => *h.read().unwrap_or_else(|e| e.into_inner()),
+            None => {
+                let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+                selective::Held {
+                    networks: st.topo.networks().count(),
+                    subnets: st.topo.subnets().count(),
+                    ports: st.topo.ports().count(),
+                    routers: st.topo.routers().count(),
+                    watches: 1,
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    /// Gauges of what this host mirrors, built at scrape time from [`LocalController::held`]
+    /// (docs/metrics.md, "Sync"): objects held per kind, watches and partitions open,
+    /// whether the mirror is selective, store events received.
+    pub fn sync_metric_families(&self) -> Vec<wyvern_metrics::prometheus::proto::MetricFamily> {
+        use wyvern_metrics::prometheus::core::Collector;
+        use wyvern_metrics::prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts};
+        let h = self.held();
+        let mut out = Vec::new();
+        if let Ok(objects) = IntGaugeVec::new(
+            Opts::new(
+                "wyvern_sync_objects_held",
+                "Objects in the local controller's mirrored topology, by kind (network, subnet, port, router).",
+            ),
+            &["kind"],
+        ) {
+            for (kind, n) in [
+                ("network", h.networks),
+                ("subnet", h.subnets),
+                ("port", h.ports),
+                ("router", h.routers),
+            ] {
+                objects.with_label_values(&[kind]).set(n as i64);
+            }
+            out.extend(objects.collect());
+        }
+        let gauges = [
+            (
+                "wyvern_sync_watches",
+                "Store watches the local controller keeps open for the topology.",
+                h.watches as i64,
+            ),
+            (
+                "wyvern_sync_partitions",
+                "Network partitions the selective mirror holds (0 in full mode).",
+                h.partitions as i64,
+            ),
+            (
+                "wyvern_sync_selective",
+                "1 when the local controller mirrors only what its ports reach, 0 when it mirrors everything.",
+                i64::from(self.held.is_some()),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            if let Ok(g) = IntGauge::new(name, help) {
+                g.set(v);
+                out.extend(g.collect());
+            }
+        }
+        if let Ok(c) = IntCounter::new(
+            "wyvern_sync_events_total",
+            "Store events the selective mirror received on all its watches (0 in full mode).",
+        ) {
+            c.inc_by(h.events);
+            out.extend(c.collect());
+        }
+        out
+    }
+
+    /// The sync mode this controller runs in.
+    pub fn sync_mode(&self) -> SyncMode {
+        if self.held.is_some() {
+            SyncMode::Selective
+        } else {
+            SyncMode::Full
+        }
+    }
+
+    fn publish_held(&self, sync: &selective::SelectiveSync) {
+        if let Some(h) = &self.held {
+            *h.write().unwrap_or_else(|e| e.into_inner()) = sync.held();
+        }
+    }
+
     /// Reads the whole topology and recompiles everything; returns the revision read.
     async fn resync(&self, store: &dyn Store) -> Result<Revision, LocalError> {
         let (kvs, revision) = store.range(MODEL_PREFIX).await?;
@@ -370,6 +489,16 @@ impl LocalController {
                 }
             }
         }
+        self.install_full(topo, kvs.len(), revision)
+    }
+
+    /// Replaces the mirrored topology with `topo` and compiles it in full.
+    fn install_full(
+        &self,
+        topo: Topology,
+        objects: usize,
+        revision: Revision,
+    ) -> Result<Revision, LocalError> {
         let started = std::time::Instant::now();
         let (flows, groups) = {
             let mut st = self.write();
@@ -391,7 +520,7 @@ impl LocalController {
         self.status
             .compiled_revision
             .store(revision.0, Ordering::Relaxed);
-        tracing::info!(objects = kvs.len(), flows = flows.len(), %revision, "compiled full pipeline");
+        tracing::info!(objects, flows = flows.len(), %revision, "compiled full pipeline");
         self.track(self.ofctrl.set_desired(flows, groups), revision.0);
         self.compiled.send_modify(|g| *g += 1);
         Ok(revision)
@@ -473,24 +602,51 @@ impl LocalController {
             packet_in_tx,
             mut ready,
             mut chassis,
+            mut selective,
         } = inputs;
+        // Selective mode: switches wait for the first binding snapshot AND the held
+        // topology it calls for (else a restarted host's flows would be deleted first).
+        let mut ready_when_settled = false;
         loop {
-            let mut watch = match store.watch(MODEL_PREFIX, Revision(revision.0 + 1)).await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::error!(error = %e, "failed to watch the store; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
+            // The full mirror's one watch (selective mode has its own watches).
+            let mut watch = match &selective {
+                Some(_) => None,
+                None => match store.watch(MODEL_PREFIX, Revision(revision.0 + 1)).await {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::error!(error = %e, "failed to watch the store; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                },
             };
             loop {
                 tokio::select! {
-                    ev = watch.next() => match ev {
+                    upd = next_selective(&mut selective) => match upd {
+                        Some(Ok(update)) => {
+                            revision = revision.max(update.revision);
+                            self.apply_change(update.change, revision.0, &status_tx);
+                            if let Some(sync) = &selective {
+                                self.publish_held(sync);
+                                if ready_when_settled && sync.is_settled() {
+                                    ready_when_settled = false;
+                                    if let Some(tx) = ready.take() {
+                                        let _ = tx.send(());
+                                    }
+                                    self.synced.send_replace(true);
+                                }
+                            }
+                        }
+                        Some(Err(e)) => tracing::warn!(error = %e, "selective sync: store error; retrying"),
+                        None => return,
+                    },
+                    ev = next_watch(&mut watch) => match ev {
                         Some(Ok(first)) => {
                             // Take everything already delivered: one compile per burst.
                             let mut batch = vec![first];
                             let mut ended = None;
                             loop {
+                                let Some(watch) = watch.as_mut() else { break };
                                 match watch.now_or_never_ready() {
                                     Some(Some(Ok(ev))) => batch.push(ev),
                                     Some(Some(Err(e))) => {
@@ -522,17 +678,33 @@ impl LocalController {
                         None => return,
                     },
                     msg = next_chassis(&mut chassis) => match msg {
-                        Some(msg) => self.apply_chassis(msg, revision.0, &status_tx),
+                        Some(msg) => self.apply_chassis(msg, revision.0, &status_tx, &store),
                         None => chassis = None,
                     },
                     ev = next_binding(&mut bindings) => match ev {
-                        Some(BindingEvent::Synced) => {
-                            if let Some(tx) = ready.take() {
-                                let _ = tx.send(());
+                        Some(BindingEvent::Synced) => match &selective {
+                            Some(sync) if !sync.is_settled() => ready_when_settled = true,
+                            _ => {
+                                if let Some(tx) = ready.take() {
+                                    let _ = tx.send(());
+                                }
+                                self.synced.send_replace(true);
                             }
-                            self.synced.send_replace(true);
+                        },
+                        Some(ev) => {
+                            self.apply_binding(ev, revision.0, &status_tx);
+                            if let Some(sync) = selective.as_mut() {
+                                let local: Vec<Uuid> = self
+                                    .state
+                                    .read()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .bindings
+                                    .iter()
+                                    .map(|(id, _)| *id)
+                                    .collect();
+                                sync.set_local_ports(local);
+                            }
                         }
-                        Some(ev) => self.apply_binding(ev, revision.0, &status_tx),
                         None => bindings = None,
                     },
                     ev = events.recv() => match ev {
@@ -575,10 +747,33 @@ impl LocalController {
         status_tx: &mpsc::UnboundedSender<PortStatus>,
     ) {
         let mut errors = Vec::new();
+        let change = {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            change_from_events(&st.topo, batch, &mut errors)
+        };
+        for e in errors {
+            self.status.mirror_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "failed to mirror store event");
+        }
+        self.apply_change(change, revision, status_tx);
+    }
+
+    /// Applies a model change to the mirrored topology, compiles it and sends the delta.
+    fn apply_change(
+        &self,
+        change: wyvern_model::Change,
+        revision: u64,
+        status_tx: &mpsc::UnboundedSender<PortStatus>,
+    ) {
+        if change.is_empty() {
+            self.status
+                .compiled_revision
+                .fetch_max(revision, Ordering::Relaxed);
+            return;
+        }
         let started = std::time::Instant::now();
         let delta = {
             let mut st = self.write();
-            let change = change_from_events(&st.topo, batch, &mut errors);
             st.topo.apply(&change);
             let State {
                 topo,
@@ -601,10 +796,6 @@ impl LocalController {
             let _ = self.keys_tx.send(compiler.take_key_changes());
             delta
         };
-        for e in errors {
-            self.status.mirror_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "failed to mirror store event");
-        }
         self.observe_incremental(started);
         match delta {
             Ok(delta) => self.push(&delta, revision),
@@ -689,6 +880,7 @@ impl LocalController {
         msg: ChassisMsg,
         revision: u64,
         status_tx: &mpsc::UnboundedSender<PortStatus>,
+        store: &Arc<dyn Store>,
     ) {
         let Some(me) = self.chassis.clone() else {
             return;
@@ -724,7 +916,16 @@ impl LocalController {
             if st.bindings.overlay().is_some() {
                 st.bindings.set_overlay(Some(view.overlay(&me)));
             }
-            if view.is_janitor(&me) {
+            if view.is_janitor(&me) && self.held.is_some() {
+                // A selective mirror holds only some networks: the dead chassis' ports
+                // are looked up in the store (rare, one range of the partitions).
+                tokio::spawn(set_dead_ports_down(
+                    store.clone(),
+                    view.clone(),
+                    me.clone(),
+                    status_tx.clone(),
+                ));
+            } else if view.is_janitor(&me) {
                 for p in st.topo.ports() {
                     let dead = !p.binding_host_id.is_empty()
                         && p.binding_host_id != *me
@@ -751,6 +952,38 @@ impl LocalController {
         match delta {
             Ok(delta) => self.push(&delta, revision),
             Err(e) => tracing::error!(error = %e, "failed to compile a chassis change"),
+        }
+    }
+}
+
+/// The janitor's duty in selective mode: every port in the store bound to a chassis that
+/// is gone is reported DOWN (the held topology may not have them).
+async fn set_dead_ports_down(
+    store: Arc<dyn Store>,
+    view: chassis::ChassisView,
+    me: Arc<str>,
+    status_tx: mpsc::UnboundedSender<PortStatus>,
+) {
+    let kvs = match store.range(wyvern_model::NET_PREFIX).await {
+        Ok((kvs, _)) => kvs,
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to read ports of vanished chassis");
+            return;
+        }
+    };
+    for kv in &kvs {
+        let Ok(Some((_, wyvern_model::Object::Port(p)))) = decode(kv) else {
+            continue;
+        };
+        let dead = !p.binding_host_id.is_empty()
+            && p.binding_host_id != *me
+            && !view.all.contains_key(&p.binding_host_id);
+        if dead && p.status != "DOWN" && !p.is_router_interface() {
+            let _ = status_tx.send(PortStatus {
+                port: p.id,
+                active: false,
+                host: None,
+            });
         }
     }
 }
@@ -811,6 +1044,24 @@ fn follow_chassis(
     rx
 }
 
+async fn next_watch(
+    w: &mut Option<wyvern_store::WatchStream>,
+) -> Option<Result<wyvern_store::Event, StoreError>> {
+    match w {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_selective(
+    s: &mut Option<selective::SelectiveSync>,
+) -> Option<Result<selective::Update, StoreError>> {
+    match s {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_chassis(c: &mut Option<mpsc::UnboundedReceiver<ChassisMsg>>) -> Option<ChassisMsg> {
     match c {
         Some(rx) => rx.recv().await,
@@ -828,6 +1079,8 @@ struct Inputs {
     ready: Option<tokio::sync::oneshot::Sender<()>>,
     /// Chassis registrations of every host (multi-host only).
     chassis: Option<mpsc::UnboundedReceiver<ChassisMsg>>,
+    /// The selective mirror (selective mode only; the full mirror's watch otherwise).
+    selective: Option<selective::SelectiveSync>,
 }
 
 /// Writes key allocations to the store, in order, one transaction per compile.

@@ -23,8 +23,10 @@ pub use request::{
 };
 pub use tags::{normalize_tags, MAX_TAGS, MAX_TAG_LEN};
 pub use topology::{
-    key, parse_key, ApplyError, Change, ChangeOp, Kind, ModelConfig, NetworkView, Object, Topology,
-    KEY_PREFIX,
+    global_key, is_old_layout_key, object_key, parse_key, parse_port_network, partition_key,
+    partition_of, partition_prefix, port_network_key, ApplyError, Change, ChangeOp, IndexWrite,
+    Kind, ModelConfig, NetworkView, Object, RouterLink, Topology, INDEX_PREFIX, KEY_PREFIX,
+    NETWORKS_PREFIX, NET_PREFIX, PORT_NETWORK_PREFIX, ROUTERS_PREFIX, ROUTER_LINK_PREFIX,
 };
 pub use types::{
     AddressPair, AllocationPool, FixedIp, HostRoute, MacAddr, MacParseError, MacPrefix, Network,

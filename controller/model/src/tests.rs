@@ -854,19 +854,20 @@ fn mirror_from_store_rebuilds_the_same_indexes() {
     // Replay everything as store puts, in the arbitrary (key) order a range returns.
     let mut kvs: Vec<(String, Vec<u8>)> = Vec::new();
     for n in t.topo.networks() {
-        kvs.push((
-            key(Kind::Network, n.id),
-            Object::Network(n.clone()).to_json(),
-        ));
+        let o = Object::Network(n.clone());
+        kvs.push((object_key(&o), o.to_json()));
     }
     for s in t.topo.subnets() {
-        kvs.push((key(Kind::Subnet, s.id), Object::Subnet(s.clone()).to_json()));
+        let o = Object::Subnet(s.clone());
+        kvs.push((object_key(&o), o.to_json()));
     }
     for p in t.topo.ports() {
-        kvs.push((key(Kind::Port, p.id), Object::Port(p.clone()).to_json()));
+        let o = Object::Port(p.clone());
+        kvs.push((object_key(&o), o.to_json()));
     }
     for r in t.topo.routers() {
-        kvs.push((key(Kind::Router, r.id), Object::Router(r.clone()).to_json()));
+        let o = Object::Router(r.clone());
+        kvs.push((object_key(&o), o.to_json()));
     }
     kvs.sort();
     let mut m = Topology::new(ModelConfig::default());
@@ -892,7 +893,9 @@ fn mirror_from_store_rebuilds_the_same_indexes() {
     }
     assert!(m.is_empty());
     assert!(m.apply_put("/wyvern/v1/ports/zzz", b"{}").is_err());
-    assert!(m.apply_put(&key(Kind::Port, n.id), b"{not json").is_err());
+    assert!(m
+        .apply_put(&partition_key(n.id, Kind::Port, n.id), b"{not json")
+        .is_err());
 }
 
 #[test]

@@ -2,10 +2,18 @@
 //! that operations produce. Operations (in `ops.rs`) only read the topology; `apply` is the
 //! only mutation, so a caller can validate under a lock, apply, and persist the same `Change`.
 //!
-//! Store layout: each object is its Neutron JSON under `/wyvern/v1/<kind>/<id>`, kind one of
-//! `networks`, `subnets`, `ports`, `routers`. Any component can mirror the topology from a
-//! store watch with [`Topology::apply_put`] and [`Topology::apply_delete`]; the indexes are
-//! maintained the same way whichever path an object arrives by.
+//! Store layout (see docs/multi-host.md, "Selective sync"): each object is its Neutron JSON.
+//! Networks and routers are global (`/wyvern/v1/networks/<id>`, `/wyvern/v1/routers/<id>`);
+//! subnets and ports live in their network's partition (`/wyvern/v1/net/<net>/subnets/<id>`,
+//! `/wyvern/v1/net/<net>/ports/<id>`), so that a host can watch only the networks it needs
+//! (etcd filters watches by key, never by value). `network_id` is immutable, so an object's
+//! key never changes. Two small index families, written in the same transaction as the
+//! object ([`ChangeOp::index_writes`]), let a host find partitions without reading them:
+//! `/wyvern/v1/index/port-network/<port>` = network id, and
+//! `/wyvern/v1/index/router-link/<router>/<network>/<port>` for each router interface.
+//! Any component can mirror the topology from a store watch with [`Topology::apply_put`] and
+//! [`Topology::apply_delete`] (index keys are not objects: [`parse_key`] returns `None`); the
+//! indexes are maintained the same way whichever path an object arrives by.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -68,16 +76,134 @@ impl fmt::Display for Kind {
     }
 }
 
-/// The store key of an object: `/wyvern/v1/<kind>/<id>`.
-pub fn key(kind: Kind, id: Uuid) -> String {
+/// Where the per-network partitions start: `/wyvern/v1/net/<net>/{subnets,ports}/<id>`.
+pub const NET_PREFIX: &str = "/wyvern/v1/net/";
+/// Index keys (not objects): port -> network and router <-> network links.
+pub const INDEX_PREFIX: &str = "/wyvern/v1/index/";
+/// `/wyvern/v1/index/port-network/<port>` = the port's network id.
+pub const PORT_NETWORK_PREFIX: &str = "/wyvern/v1/index/port-network/";
+/// `/wyvern/v1/index/router-link/<router>/<network>/<port>` (empty value): one per router
+/// interface port.
+pub const ROUTER_LINK_PREFIX: &str = "/wyvern/v1/index/router-link/";
+/// The global prefix of networks.
+pub const NETWORKS_PREFIX: &str = "/wyvern/v1/networks/";
+/// The global prefix of routers.
+pub const ROUTERS_PREFIX: &str = "/wyvern/v1/routers/";
+
+/// The key of a global object (network or router): `/wyvern/v1/<kind>/<id>`.
+pub fn global_key(kind: Kind, id: Uuid) -> String {
     format!("{KEY_PREFIX}{}/{}", kind.as_str(), id)
 }
 
-/// The inverse of [`key`]; `None` for keys that are not topology objects.
+/// The prefix of one network's partition: `/wyvern/v1/net/<net>/`.
+pub fn partition_prefix(network: Uuid) -> String {
+    format!("{NET_PREFIX}{network}/")
+}
+
+/// The key of an object inside its network's partition (subnets and ports).
+pub fn partition_key(network: Uuid, kind: Kind, id: Uuid) -> String {
+    format!("{NET_PREFIX}{network}/{}/{}", kind.as_str(), id)
+}
+
+/// The store key of an object: global for networks and routers, in the network's
+/// partition for subnets and ports.
+pub fn object_key(obj: &Object) -> String {
+    match obj {
+        Object::Network(n) => global_key(Kind::Network, n.id),
+        Object::Router(r) => global_key(Kind::Router, r.id),
+        Object::Subnet(s) => partition_key(s.network_id, Kind::Subnet, s.id),
+        Object::Port(p) => partition_key(p.network_id, Kind::Port, p.id),
+    }
+}
+
+/// The inverse of [`object_key`]: kind and id of an object key; `None` for anything else
+/// (index keys, old-layout keys, other prefixes).
 pub fn parse_key(key: &str) -> Option<(Kind, Uuid)> {
     let rest = key.strip_prefix(KEY_PREFIX)?;
+    if let Some(part) = rest.strip_prefix("net/") {
+        let (net, rest) = part.split_once('/')?;
+        Uuid::parse_str(net).ok()?;
+        let (kind, id) = rest.split_once('/')?;
+        let kind: Kind = kind.parse().ok()?;
+        if !matches!(kind, Kind::Subnet | Kind::Port) {
+            return None;
+        }
+        return Some((kind, Uuid::parse_str(id).ok()?));
+    }
     let (kind, id) = rest.split_once('/')?;
-    Some((kind.parse().ok()?, Uuid::parse_str(id).ok()?))
+    let kind: Kind = kind.parse().ok()?;
+    if !matches!(kind, Kind::Network | Kind::Router) {
+        return None;
+    }
+    Some((kind, Uuid::parse_str(id).ok()?))
+}
+
+/// The network of a partition key (`/wyvern/v1/net/<net>/...`).
+pub fn partition_of(key: &str) -> Option<Uuid> {
+    let rest = key.strip_prefix(NET_PREFIX)?;
+    let (net, _) = rest.split_once('/')?;
+    Uuid::parse_str(net).ok()
+}
+
+/// A key of the session-3 layout (`/wyvern/v1/subnets/<id>`, `/wyvern/v1/ports/<id>`), which
+/// this version no longer reads: a store holding them must be migrated or recreated.
+pub fn is_old_layout_key(key: &str) -> bool {
+    key.strip_prefix(KEY_PREFIX)
+        .is_some_and(|rest| rest.starts_with("subnets/") || rest.starts_with("ports/"))
+}
+
+/// The index key recording a port's network.
+pub fn port_network_key(port: Uuid) -> String {
+    format!("{PORT_NETWORK_PREFIX}{port}")
+}
+
+/// Port and network of a port-network index entry.
+pub fn parse_port_network(key: &str, value: &[u8]) -> Option<(Uuid, Uuid)> {
+    let port = Uuid::parse_str(key.strip_prefix(PORT_NETWORK_PREFIX)?).ok()?;
+    let net = Uuid::parse_str(std::str::from_utf8(value).ok()?).ok()?;
+    Some((port, net))
+}
+
+/// A router interface: router `router` has interface port `port` on `network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouterLink {
+    pub router: Uuid,
+    pub network: Uuid,
+    pub port: Uuid,
+}
+
+impl RouterLink {
+    /// The link a port stands for, if it is a router interface of a router (a UUID
+    /// `device_id`).
+    pub fn of_port(p: &Port) -> Option<RouterLink> {
+        if !p.is_router_interface() {
+            return None;
+        }
+        Some(RouterLink {
+            router: Uuid::parse_str(&p.device_id).ok()?,
+            network: p.network_id,
+            port: p.id,
+        })
+    }
+
+    /// `/wyvern/v1/index/router-link/<router>/<network>/<port>`.
+    pub fn key(&self) -> String {
+        format!(
+            "{ROUTER_LINK_PREFIX}{}/{}/{}",
+            self.router, self.network, self.port
+        )
+    }
+
+    /// The inverse of [`RouterLink::key`].
+    pub fn parse(key: &str) -> Option<RouterLink> {
+        let mut it = key.strip_prefix(ROUTER_LINK_PREFIX)?.split('/');
+        let link = RouterLink {
+            router: Uuid::parse_str(it.next()?).ok()?,
+            network: Uuid::parse_str(it.next()?).ok()?,
+            port: Uuid::parse_str(it.next()?).ok()?,
+        };
+        it.next().is_none().then_some(link)
+    }
 }
 
 /// Any stored object. Objects are immutable once built and shared by `Arc`, so a reader can
@@ -166,9 +292,49 @@ pub struct ChangeOp {
     pub new: Option<Object>,
 }
 
+/// One index write that accompanies an object write: `Some(value)` puts, `None` deletes.
+pub type IndexWrite = (String, Option<String>);
+
 impl ChangeOp {
+    /// The object's store key (from the new version, or the old one for a delete: the
+    /// network of a subnet or port is immutable, so both give the same key).
     pub fn key(&self) -> String {
-        key(self.kind, self.id)
+        match self.new.as_ref().or(self.old.as_ref()) {
+            Some(obj) => object_key(obj),
+            // Never built by operations (a change op has an old or a new side).
+            None => global_key(self.kind, self.id),
+        }
+    }
+
+    /// The index keys this op puts or deletes, to be written in the same transaction:
+    /// the port-network entry on a port's create and delete, and the router link when a
+    /// port becomes, stops being or changes as a router interface.
+    pub fn index_writes(&self) -> Vec<IndexWrite> {
+        let port = |o: &Option<Object>| match o {
+            Some(Object::Port(p)) => Some(p.clone()),
+            _ => None,
+        };
+        let (old, new) = (port(&self.old), port(&self.new));
+        let mut out = Vec::new();
+        match (&old, &new) {
+            (None, Some(p)) => out.push((port_network_key(p.id), Some(p.network_id.to_string()))),
+            (Some(p), None) => out.push((port_network_key(p.id), None)),
+            (Some(a), Some(b)) if a.network_id != b.network_id => {
+                out.push((port_network_key(b.id), Some(b.network_id.to_string())))
+            }
+            _ => {}
+        }
+        let old_link = old.as_deref().and_then(RouterLink::of_port);
+        let new_link = new.as_deref().and_then(RouterLink::of_port);
+        if old_link != new_link {
+            if let Some(l) = old_link {
+                out.push((l.key(), None));
+            }
+            if let Some(l) = new_link {
+                out.push((l.key(), Some(String::new())));
+            }
+        }
+        out
     }
 }
 
@@ -228,7 +394,7 @@ impl Change {
 /// Why a store entry could not be mirrored into a topology.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("failed to mirror key {0:?}: not a /wyvern/v1/<kind>/<uuid> key")]
+    #[error("failed to mirror key {0:?}: not a topology object key (/wyvern/v1/{{networks,routers}}/<uuid> or /wyvern/v1/net/<net>/{{subnets,ports}}/<uuid>)")]
     UnknownKey(String),
     #[error("failed to decode the object stored at {key}: {source}")]
     Decode {
@@ -825,13 +991,42 @@ mod tests {
 
     #[test]
     fn keys_round_trip() {
-        let id = Uuid::new_v4();
-        for k in Kind::ALL {
-            assert_eq!(parse_key(&key(k, id)), Some((k, id)));
+        let (id, net) = (Uuid::new_v4(), Uuid::new_v4());
+        for k in [Kind::Network, Kind::Router] {
+            assert_eq!(parse_key(&global_key(k, id)), Some((k, id)));
         }
+        for k in [Kind::Subnet, Kind::Port] {
+            let key = partition_key(net, k, id);
+            assert_eq!(parse_key(&key), Some((k, id)));
+            assert_eq!(partition_of(&key), Some(net));
+            assert!(key.starts_with(&partition_prefix(net)));
+        }
+        assert_eq!(
+            partition_key(net, Kind::Port, id),
+            format!("/wyvern/v1/net/{net}/ports/{id}")
+        );
+        // Old-layout keys, wrong kinds in a place, index keys and strangers are not objects.
+        assert_eq!(parse_key(&format!("/wyvern/v1/ports/{id}")), None);
+        assert!(is_old_layout_key(&format!("/wyvern/v1/ports/{id}")));
+        assert!(!is_old_layout_key(&partition_key(net, Kind::Port, id)));
+        assert_eq!(
+            parse_key(&format!("/wyvern/v1/net/{net}/networks/{id}")),
+            None
+        );
+        assert_eq!(parse_key(&port_network_key(id)), None);
         assert_eq!(parse_key("/wyvern/v1/bananas/x"), None);
         assert_eq!(parse_key("/other/networks/x"), None);
-        assert_eq!(key(Kind::Port, id), format!("/wyvern/v1/ports/{id}"));
+        let link = RouterLink {
+            router: id,
+            network: net,
+            port: Uuid::new_v4(),
+        };
+        assert_eq!(parse_key(&link.key()), None);
+        assert_eq!(RouterLink::parse(&link.key()), Some(link));
+        assert_eq!(
+            parse_port_network(&port_network_key(id), net.to_string().as_bytes()),
+            Some((id, net))
+        );
     }
 
     #[test]
