@@ -6,17 +6,21 @@
 //! `type=dummy` interface of `ovs-vswitchd --enable-dummy` (the default: 100 x 50 = 5,000).
 //!
 //! Phases:
-//! 1. `vswitchd_ports`: ovs-vswitchd creates the dummy interfaces (no iface-id yet), in a few
-//!    one transaction. Reported on its own: it is OVS's cost, the same for every controller.
-//! 2. wyvernd, connected to the bridge: the topology through the Neutron API, then one OVSDB
-//!    transaction sets every interface's `external_ids:iface-id` (the last write). Reported:
+//! 1. `vswitchd_ports`: ovs-vswitchd creates the dummy interfaces (no iface-id yet), in one
+//!    transaction. Reported on its own: it is OVS's cost, the same for every controller.
+//! 2. wyvernd (`--openflow-lanes` from `--lanes`), connected to the bridge: the topology
+//!    through the Neutron API, then one OVSDB transaction sets every interface's
+//!    `external_ids:iface-id` (the last write). Reported:
 //!    API time, bind time, and from the last write until the flow table holds its final
 //!    flows (flow count unchanged for `--stable-ms`; the time is when that count first
 //!    appeared).
 //! 3. Incremental: `--samples` times, one more port through the API and bound to a spare
 //!    interface; time until the switch holds its egress flow.
 //! 4. Raw floor (baseline a): wyvernd stopped, the installed flows dumped to a file, the
-//!    bridge emptied, `ovs-ofctl --bundle add-flows` of that file timed (best of 3).
+//!    bridge emptied, `ovs-ofctl --bundle add-flows` of that file timed (best of 3); then
+//!    the same file split over `--lanes` + 1 concurrent `ovs-ofctl` processes (best of 3),
+//!    the floor for wyvernd's lanes (ovs-vswitchd reads 50 messages per connection per
+//!    main-loop iteration, and an iteration costs milliseconds with 5,000 ports).
 //! 5. Cold full sync: bridge emptied again, wyvernd started on its data dir: time from the
 //!    start until the switch holds every flow again. It includes the switch's reconnect
 //!    back-off (`max_backoff=1000`: at most 1 s), so it is an upper bound.
@@ -69,6 +73,11 @@ struct Args {
     /// Skip the OVN baseline.
     #[arg(long)]
     no_ovn: bool,
+    /// wyvernd's `--openflow-lanes`: extra OpenFlow connections for bulk syncs (0: the
+    /// bridge's own connection only). The raw floor is also timed with as many parallel
+    /// `ovs-ofctl` processes.
+    #[arg(long, default_value_t = 7)]
+    lanes: usize,
     /// Give up waiting for any one phase after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -279,7 +288,9 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         .arg("--bridge")
         .arg(BRIDGE)
         .arg("--metrics-listen")
-        .arg(format!("127.0.0.1:{metrics_port}"));
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .arg("--openflow-lanes")
+        .arg(args.lanes.to_string());
     let mut w: Wyvernd = opts.start()?;
     wyvern_testkit::poll::wait_until("wyvernd's bridge", timeout, || {
         flow_count(&sb).map(|n| n > 0).unwrap_or(false)
@@ -468,6 +479,52 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         }
     }
     let raw_best = raw.iter().cloned().fold(f64::MAX, f64::min);
+    // The same flows over 1 + lanes connections at once (groups first), the floor of
+    // what lanes can do.
+    let mut raw_parallel = Vec::new();
+    if args.lanes > 0 {
+        let text = std::fs::read_to_string(&flow_file)?;
+        let n = args.lanes + 1;
+        let mut parts = vec![String::new(); n];
+        for (i, line) in text.lines().enumerate() {
+            parts[i % n].push_str(line);
+            parts[i % n].push('\n');
+        }
+        let mut files = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let f = dir.path().join(format!("flows-{i}.txt"));
+            std::fs::write(&f, p)?;
+            files.push(f);
+        }
+        for _ in 0..3 {
+            empty_bridge(&sb)?;
+            sb.ofctl(&["add-groups", BRIDGE, &group_file.display().to_string()])?;
+            let t = Instant::now();
+            let children = files
+                .iter()
+                .map(|f| {
+                    Command::new("ovs-ofctl")
+                        .env("OVS_RUNDIR", sb.run_dir())
+                        .args(["-O", "OpenFlow13", "--bundle", "add-flows", BRIDGE])
+                        .arg(f)
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .context("failed to start ovs-ofctl")
+                })
+                .collect::<anyhow::Result<Vec<Child>>>()?;
+            for mut c in children {
+                if !c.wait()?.success() {
+                    bail!("parallel ovs-ofctl add-flows failed");
+                }
+            }
+            raw_parallel.push(secs(t.elapsed()));
+            let n = flow_count(&sb)?;
+            if n != flows_with_inc {
+                bail!("parallel raw install left {n} flows, want {flows_with_inc}");
+            }
+        }
+    }
+    let raw_parallel_best = raw_parallel.iter().cloned().reduce(f64::min);
 
     // Cold full sync: empty bridge, wyvernd starts (and sets the controller again).
     log("cold full sync");
@@ -509,6 +566,10 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         "incremental_wyvernd_side": wyvernd_side,
         "raw_ofctl_bundle_add_flows_s": raw,
         "raw_best_s": raw_best,
+        "lanes": args.lanes,
+        "raw_parallel_ofctl_s": raw_parallel,
+        "raw_parallel_best_s": raw_parallel_best,
+        "cold_over_raw_parallel": raw_parallel_best.map(|r| cold / r),
         "cold_full_sync_s": cold,
         "cold_sync_wyvernd_serving_s": serving,
         "cold_over_raw": cold / raw_best,
@@ -813,6 +874,7 @@ fn main() -> anyhow::Result<()> {
         "ovn": ovn,
         "summary": {
             "cold_full_sync_over_raw": wyvern["cold_over_raw"],
+            "cold_full_sync_over_raw_parallel": wyvern["cold_over_raw_parallel"],
             "ovn_e2e_over_wyvern_e2e": ratio(&ovn["e2e_s"], &wyvern["e2e_s"]),
             "ovn_after_last_write_over_wyvern": ratio(&ovn["last_write_to_installed_s"], &wyvern["last_write_to_installed_s"]),
             "incremental_bind_to_flows_median_ms": wyvern["incremental_bind_to_flows_median_ms"],

@@ -182,6 +182,15 @@ pub struct Args {
     /// Where bridges connect over OpenFlow (`tcp:IP:PORT` or `unix:PATH`) [default: tcp:127.0.0.1:6653].
     #[arg(long, env = "WYVERN_OPENFLOW_LISTEN")]
     pub openflow_listen: Option<String>,
+    /// Extra OpenFlow connections for bulk syncs (thousands of flow-mods), opened to the
+    /// bridge's service socket; each owner's flows stay in one atomic bundle, a bulk sync
+    /// as a whole does not (docs/pipeline.md) [default: 0, off].
+    #[arg(long, env = "WYVERN_OPENFLOW_LANES")]
+    pub openflow_lanes: Option<usize>,
+    /// The bridge's passive OpenFlow socket for the lanes [default: `<bridge>.mgmt` beside
+    /// the OVSDB unix socket].
+    #[arg(long, env = "WYVERN_OPENFLOW_LANE_TARGET")]
+    pub openflow_lane_target: Option<String>,
     /// Routing to known ports: proactive flows, or installed on the first packet [default: proactive].
     #[arg(long, env = "WYVERN_L3_MODE", value_enum)]
     pub l3_mode: Option<L3ModeArg>,
@@ -330,6 +339,8 @@ pub struct SwitchSettings {
     pub bridge: String,
     pub datapath_type: DatapathKind,
     pub openflow_listen: String,
+    pub openflow_lanes: usize,
+    pub openflow_lane_target: Option<String>,
     pub l3_mode: L3ModeArg,
     pub arp_for_ports: bool,
     pub dhcp_lease_time: u32,
@@ -367,6 +378,8 @@ pub struct FileConfig {
     pub bridge: Option<String>,
     pub datapath_type: Option<DatapathKind>,
     pub openflow_listen: Option<String>,
+    pub openflow_lanes: Option<usize>,
+    pub openflow_lane_target: Option<String>,
     pub l3_mode: Option<L3ModeArg>,
     pub arp_for_ports: Option<bool>,
     pub dhcp_lease_time: Option<u32>,
@@ -578,6 +591,8 @@ impl Config {
                     .openflow_listen
                     .or(file.openflow_listen)
                     .unwrap_or_else(|| "tcp:127.0.0.1:6653".into()),
+                openflow_lanes: args.openflow_lanes.or(file.openflow_lanes).unwrap_or(0),
+                openflow_lane_target: args.openflow_lane_target.or(file.openflow_lane_target),
                 l3_mode: args.l3_mode.or(file.l3_mode).unwrap_or_default(),
                 arp_for_ports: args.arp_for_ports.or(file.arp_for_ports).unwrap_or(true),
                 dhcp_lease_time: args

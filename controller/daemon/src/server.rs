@@ -286,6 +286,40 @@ async fn start_local(
     let local = LocalController::start(cfg, store, status_tx, Some(pin_tx))
         .await
         .map_err(ServeError::Local)?;
+    if sw.openflow_lanes > 0 {
+        let target = match &sw.openflow_lane_target {
+            Some(t) => t.clone(),
+            None => {
+                // Open vSwitch puts `<bridge>.mgmt` in its run directory, where db.sock is.
+                let dir = sw
+                    .ovsdb
+                    .strip_prefix("unix:")
+                    .and_then(|p| std::path::Path::new(p).parent())
+                    .ok_or_else(|| {
+                        bad(
+                            "openflow lane target",
+                            &sw.ovsdb,
+                            "no unix OVSDB socket to find the bridge's run directory by; \
+                             pass --openflow-lane-target"
+                                .into(),
+                        )
+                    })?;
+                format!("unix:{}", dir.join(format!("{}.mgmt", sw.bridge)).display())
+            }
+        };
+        let target = target
+            .parse()
+            .map_err(|e: wyvern_openflow::conn::ConnError| {
+                bad("openflow lane target", &target, e.to_string())
+            })?;
+        local
+            .ofctrl()
+            .set_lanes(Some(wyvern_openflow::ofctrl::Lanes {
+                target,
+                count: sw.openflow_lanes,
+                min_flow_mods: 1_000,
+            }));
+    }
     let mut apps_cfg = apps::AppsConfig::default();
     apps_cfg.dhcp.lease_time_secs = sw.dhcp_lease_time;
     apps_cfg.dhcp.default_dns = sw.dhcp_dns.clone();
