@@ -59,6 +59,7 @@ use uuid::Uuid;
 use wyvern_bench::Latency;
 use wyvern_local::chassis::{Chassis, CHASSIS_PREFIX, TUNNEL_OFPORT};
 use wyvern_local::mirror::{change_from_events, decode, MODEL_PREFIX};
+use wyvern_local::selective::SelectiveSync;
 use wyvern_model::{Change, Kind, ModelConfig, Object, Topology};
 use wyvern_pipeline::{Bindings, CompileConfig, Compiler, Overlay};
 use wyvern_store::{Revision, Store};
@@ -624,6 +625,72 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// Selective sync (`wyvern_local::selective`): the host names its local ports and holds
+    /// what they reach. Returns after the initial compile (through `ready`), then follows.
+    async fn run_selective(self, ready: tokio::sync::oneshot::Sender<anyhow::Result<()>>) {
+        let init = async {
+            let mut sync = SelectiveSync::start(self.store.clone()).await?;
+            sync.set_local_ports(self.bindings.iter().map(|(p, _)| *p));
+            while !sync.is_settled() {
+                match sync.next().await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => bail!("the selective sync stopped"),
+                }
+            }
+            let mut compiler = Compiler::new(CompileConfig::default());
+            compiler.full(sync.topology(), &self.bindings)?;
+            let _ = compiler.take_key_changes();
+            self.held(&sync, &compiler);
+            anyhow::Ok((sync, compiler))
+        }
+        .await;
+        let (mut sync, mut compiler) = match init {
+            Ok(x) => {
+                let _ = ready.send(Ok(()));
+                x
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        while let Some(update) = sync.next().await {
+            let update = match update {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("host {}: selective sync: {e}", self.idx);
+                    continue;
+                }
+            };
+            if update.change.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            if let Err(e) = compiler.update(sync.topology(), &self.bindings, &update.change) {
+                eprintln!("host {}: compile failed: {e}", self.idx);
+            }
+            let _ = compiler.take_key_changes();
+            self.compiled(&update.change, &compiler, started);
+            self.held(&sync, &compiler);
+        }
+    }
+
+    fn held(&self, sync: &SelectiveSync, compiler: &Compiler) {
+        let h = sync.held();
+        let s = &self.stats;
+        s.events.store(h.events, Ordering::Relaxed);
+        s.objects.store(
+            (h.networks + h.subnets + h.ports + h.routers) as u64,
+            Ordering::Relaxed,
+        );
+        s.watches.store(h.watches as u64, Ordering::Relaxed);
+        s.flows
+            .store(compiler.flow_count() as u64, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize)]
 struct Spread {
     min: f64,
@@ -763,8 +830,9 @@ async fn worker(mode: Mode, args: &Args) -> anyhow::Result<Value> {
                 Mode::Full => {
                     tokio::spawn(sim.run_full(tx));
                 }
-                // Waits for selective sync (wyvern_local::selective) to land.
-                Mode::Selective => bail!("selective mode is not built yet"),
+                Mode::Selective => {
+                    tokio::spawn(sim.run_selective(tx));
+                }
             }
             rx.await.context("a host died while syncing")?
         }));
