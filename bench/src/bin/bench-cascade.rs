@@ -183,16 +183,8 @@ async fn run(args: Args) -> anyhow::Result<Value> {
         .cascade
         .map_or_else(|| next_to_me("wyvern-cascade"), Ok)?;
     let ovs = OvsSandbox::dummy().context("failed to start OVS")?;
-    let of_sock = ovs.run_dir().join("of.sock");
     let a = WyverndOptions::new(&wyvernd)
-        .arg("--ovsdb")
-        .arg(ovs.db_target())
-        .arg("--datapath-type")
-        .arg("dummy")
-        .arg("--openflow-listen")
-        .arg(format!("unix:{}", of_sock.display()))
-        .arg("--bridge")
-        .arg("br-int")
+        .switch(&ovs, "br-int", "of.sock")
         .start()?;
     wyvern_testkit::poll::wait_until("pod A's flows", Duration::from_secs(60), || {
         ovs.ofctl(&["dump-flows", "br-int", "table=0"])

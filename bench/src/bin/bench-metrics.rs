@@ -221,19 +221,11 @@ async fn measure(
 async fn run(args: &Args, wyvernd_bin: &Path) -> anyhow::Result<Value> {
     let timeout = Duration::from_secs(args.timeout_secs);
     let sb = OvsSandbox::dummy()?;
-    let of_sock = sb.run_dir().join("wyvernd-of.sock");
     let w = WyverndOptions::new(wyvernd_bin)
         .env("RUST_LOG", "info")
         .arg("--metrics-listen")
         .arg("127.0.0.1:0")
-        .arg("--ovsdb")
-        .arg(sb.db_target())
-        .arg("--datapath-type")
-        .arg("dummy")
-        .arg("--openflow-listen")
-        .arg(format!("unix:{}", of_sock.display()))
-        .arg("--bridge")
-        .arg(BRIDGE)
+        .switch(&sb, BRIDGE, "wyvernd-of.sock")
         .start()?;
     let url = format!("http://{}/metrics", metrics_addr(&w)?);
     let http = reqwest::Client::new();

@@ -486,16 +486,8 @@ async fn flows_after_restore_equal_flows_before() {
     use wyvern_testkit::wyvernd::WyverndOptions;
     const BRIDGE: &str = "br-int";
     let ovs = OvsSandbox::dummy().expect("OVS sandbox starts");
-    let of_sock = ovs.run_dir().join("wyvernd-of.sock");
     let w = WyverndOptions::new(wyvernd_bin())
-        .arg("--ovsdb")
-        .arg(ovs.db_target())
-        .arg("--datapath-type")
-        .arg("dummy")
-        .arg("--openflow-listen")
-        .arg(format!("unix:{}", of_sock.display()))
-        .arg("--bridge")
-        .arg(BRIDGE)
+        .switch(&ovs, BRIDGE, "wyvernd-of.sock")
         .start()
         .expect("wyvernd starts");
     let c = client(&w);

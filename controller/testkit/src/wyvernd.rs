@@ -69,6 +69,22 @@ impl WyverndOptions {
             .arg(p)
     }
 
+    /// Points wyvernd at `ovs`'s OVSDB and has it serve OpenFlow for `bridge` on the unix
+    /// socket `socket` in the sandbox's run dir, with the sandbox's datapath type (what every
+    /// test with a switch passes).
+    pub fn switch(self, ovs: &crate::ovs::OvsSandbox, bridge: &str, socket: &str) -> Self {
+        let datapath = if ovs.is_dummy() { "dummy" } else { "netdev" };
+        let of = format!("unix:{}", ovs.run_dir().join(socket).display());
+        self.arg("--ovsdb")
+            .arg(ovs.db_target())
+            .arg("--datapath-type")
+            .arg(datapath)
+            .arg("--openflow-listen")
+            .arg(of)
+            .arg("--bridge")
+            .arg(bridge)
+    }
+
     pub fn start(self) -> anyhow::Result<Wyvernd> {
         Wyvernd::start_with(self)
     }

@@ -21,7 +21,7 @@ fn null_ports_forward_punt_and_count() -> anyhow::Result<()> {
     let t = common::topo::build(1, 3, 0);
     let (vm1, vm2) = (&t.vms[0], &t.vms[1]);
     let engine = Arc::new(Mutex::new(Engine::from_ir(&t.flows(), &t.groups())?));
-    let run_dir = common::RunDir::new("null");
+    let run_dir = wyvern_testkit::pcap::DpdkRunDir::new("null");
     let eal = Eal::init(&[
         "--no-huge",
         "--no-pci",

@@ -50,9 +50,9 @@ fn pcap_ports_arp_l2_routing_spoofing_dhcp() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let path = |n: &str| dir.path().join(n);
-    common::write_pcap(&path("in0.pcap"), &input)?;
-    common::write_pcap(&path("empty.pcap"), &[])?;
-    let run_dir = common::RunDir::new("pcap");
+    wyvern_testkit::pcap::write(&path("in0.pcap"), &input)?;
+    wyvern_testkit::pcap::write(&path("empty.pcap"), &[])?;
+    let run_dir = wyvern_testkit::pcap::DpdkRunDir::new("pcap");
     let vdev = |i: usize, rx: &str| {
         format!(
             "--vdev=net_pcap{i},rx_pcap={},tx_pcap={}",
@@ -128,9 +128,9 @@ fn pcap_ports_arp_l2_routing_spoofing_dhcp() -> anyhow::Result<()> {
     assert_eq!(stats.dropped_at(Stage::PortSecurity), 1, "the spoofed one");
     assert_eq!(stats.punts, 1);
 
-    let out0 = common::read_pcap(&path("out0.pcap"))?;
-    let out1 = common::read_pcap(&path("out1.pcap"))?;
-    let out2 = common::read_pcap(&path("out2.pcap"))?;
+    let out0 = wyvern_testkit::pcap::read(&path("out0.pcap"))?;
+    let out1 = wyvern_testkit::pcap::read(&path("out1.pcap"))?;
+    let out2 = wyvern_testkit::pcap::read(&path("out2.pcap"))?;
 
     // vm1 gets the ARP reply from the router's MAC, and nothing else.
     assert_eq!(out0.len(), 1, "{out0:?}");

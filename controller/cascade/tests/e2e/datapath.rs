@@ -41,16 +41,8 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_top_port_placed_in_an_ovs_pod_gets_flows_dhcp_and_active_status() {
     let ovs = OvsSandbox::netdev_in_new_netns().expect("OVS starts");
-    let of_sock = ovs.run_dir().join("of.sock");
     let a = WyverndOptions::new(wyvernd_bin())
-        .arg("--ovsdb")
-        .arg(ovs.db_target())
-        .arg("--datapath-type")
-        .arg("netdev")
-        .arg("--openflow-listen")
-        .arg(format!("unix:{}", of_sock.display()))
-        .arg("--bridge")
-        .arg("br-int")
+        .switch(&ovs, "br-int", "of.sock")
         .start()
         .expect("wyvernd with OVS starts");
     wait_until("pod A's wyvernd to program br-int", LONG, || {

@@ -36,18 +36,10 @@ impl Host {
     /// `wyvern demo`, plugs its VM ports and waits until their flows are installed.
     pub fn start() -> Host {
         let ovs = OvsSandbox::dummy().expect("OVS sandbox starts");
-        let of_sock = ovs.run_dir().join("wyvernd-of.sock");
         let wyvernd = WyverndOptions::new(WYVERND)
             .arg("--metrics-listen")
             .arg("127.0.0.1:0")
-            .arg("--ovsdb")
-            .arg(ovs.db_target())
-            .arg("--datapath-type")
-            .arg("dummy")
-            .arg("--openflow-listen")
-            .arg(format!("unix:{}", of_sock.display()))
-            .arg("--bridge")
-            .arg(BRIDGE)
+            .switch(&ovs, BRIDGE, "wyvernd-of.sock")
             .start()
             .expect("wyvernd starts");
         let metrics = metrics_addr(&wyvernd).expect("wyvernd logs its metrics address");

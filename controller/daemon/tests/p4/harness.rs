@@ -86,16 +86,8 @@ impl Drop for P4d {
 /// `ovs`'s bridge, bindings from `ovs`'s OVSDB. The sync log lines (debug) are on, so a
 /// test can count the updates each sync wrote.
 pub fn wyvernd(ovs: &OvsSandbox, p4d: &P4d, election: u64) -> anyhow::Result<Wyvernd> {
-    let of_sock = ovs.run_dir().join(format!("wyvernd-of-{election}.sock"));
     WyverndOptions::new(WYVERND)
-        .arg("--ovsdb")
-        .arg(ovs.db_target())
-        .arg("--datapath-type")
-        .arg("dummy")
-        .arg("--openflow-listen")
-        .arg(format!("unix:{}", of_sock.display()))
-        .arg("--bridge")
-        .arg(BRIDGE)
+        .switch(ovs, BRIDGE, &format!("wyvernd-of-{election}.sock"))
         .arg("--p4runtime")
         .arg(p4d.addr.clone())
         .arg("--p4info")

@@ -1,11 +1,10 @@
-//! Test helpers: EAL run-dir cleanup and port setup; pcap files come from wyvern-testkit.
+//! Test helpers: DPDK port setup and the test topology (pcap files and the EAL run-dir
+//! guard come from wyvern-testkit's `pcap` module).
 #![allow(dead_code)]
 
 pub mod topo;
 
 use rte::{Eal, Mempool, Port, PortConf};
-
-pub use wyvern_testkit::pcap::DpdkRunDir as RunDir;
 
 /// Opens, configures (one RX and one TX queue) and starts DPDK port `id`.
 pub fn start_port(eal: &Eal, id: u16, pool: &Mempool) -> anyhow::Result<Port> {
@@ -19,5 +18,3 @@ pub fn start_port(eal: &Eal, id: u16, pool: &Mempool) -> anyhow::Result<Port> {
     p.start()?;
     Ok(p)
 }
-
-pub use wyvern_testkit::pcap::{read as read_pcap, write as write_pcap};
