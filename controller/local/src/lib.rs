@@ -645,8 +645,7 @@ impl LocalController {
                             // Take everything already delivered: one compile per burst.
                             let mut batch = vec![first];
                             let mut ended = None;
-                            loop {
-                                let Some(watch) = watch.as_mut() else { break };
+                            while let Some(watch) = watch.as_mut() {
                                 match watch.now_or_never_ready() {
                                     Some(Some(Ok(ev))) => batch.push(ev),
                                     Some(Some(Err(e))) => {
