@@ -274,21 +274,13 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
     let timeout = Duration::from_secs(args.timeout_secs);
     let stable = Duration::from_millis(args.stable_ms);
     let sb = OvsSandbox::dummy()?;
-    let of_sock = sb.run_dir().join("wyvernd-of.sock");
     let data = tempfile::tempdir()?;
     let metrics_port = wyvern_bench::free_local_port()?;
     let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
     let opts = WyverndOptions::new(wyvernd_bin)
         .data_dir(data.path().join("data"))
         .env("RUST_LOG", "warn")
-        .arg("--ovsdb")
-        .arg(sb.db_target())
-        .arg("--datapath-type")
-        .arg("dummy")
-        .arg("--openflow-listen")
-        .arg(format!("unix:{}", of_sock.display()))
-        .arg("--bridge")
-        .arg(BRIDGE)
+        .switch(&sb, BRIDGE, "wyvernd-of.sock")
         .arg("--metrics-listen")
         .arg(format!("127.0.0.1:{metrics_port}"))
         .arg("--openflow-lanes")

@@ -149,16 +149,8 @@ impl Host {
     /// the bridge connected, and the static flows arrived.
     pub fn start() -> Host {
         let ovs = OvsSandbox::dummy().expect("OVS sandbox starts");
-        let of_sock = ovs.run_dir().join("wyvernd-of.sock");
         let wyvernd = WyverndOptions::new(WYVERND)
-            .arg("--ovsdb")
-            .arg(ovs.db_target())
-            .arg("--datapath-type")
-            .arg("dummy")
-            .arg("--openflow-listen")
-            .arg(format!("unix:{}", of_sock.display()))
-            .arg("--bridge")
-            .arg(BRIDGE)
+            .switch(&ovs, BRIDGE, "wyvernd-of.sock")
             .start()
             .expect("wyvernd starts");
         let api = Api::new(wyvernd.url());

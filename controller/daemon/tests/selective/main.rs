@@ -81,7 +81,6 @@ fn metrics_addr(w: &Wyvernd) -> anyhow::Result<SocketAddr> {
 async fn a_host_holds_only_the_networks_its_ports_reach() -> anyhow::Result<()> {
     let etcd = Etcd::start()?;
     let ovs = OvsSandbox::dummy()?;
-    let of_sock = ovs.run_dir().join("wyvernd-of.sock");
     let wyvernd = WyverndOptions::new(WYVERND)
         .arg("--store")
         .arg("etcd")
@@ -89,14 +88,7 @@ async fn a_host_holds_only_the_networks_its_ports_reach() -> anyhow::Result<()> 
         .arg(etcd.endpoint())
         .arg("--metrics-listen")
         .arg("127.0.0.1:0")
-        .arg("--ovsdb")
-        .arg(ovs.db_target())
-        .arg("--datapath-type")
-        .arg("dummy")
-        .arg("--openflow-listen")
-        .arg(format!("unix:{}", of_sock.display()))
-        .arg("--bridge")
-        .arg(BRIDGE)
+        .switch(&ovs, BRIDGE, "wyvernd-of.sock")
         .arg("--chassis-name")
         .arg("host1")
         .start()?;
