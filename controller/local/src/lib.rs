@@ -926,16 +926,7 @@ impl LocalController {
                 ));
             } else if view.is_janitor(&me) {
                 for p in st.topo.ports() {
-                    let dead = !p.binding_host_id.is_empty()
-                        && p.binding_host_id != *me
-                        && !view.all.contains_key(&p.binding_host_id);
-                    if dead && p.status != "DOWN" && !p.is_router_interface() {
-                        let _ = status_tx.send(PortStatus {
-                            port: p.id,
-                            active: false,
-                            host: None,
-                        });
-                    }
+                    report_down_if_orphaned(p, &view, &me, status_tx);
                 }
             }
             let State {
@@ -971,19 +962,29 @@ async fn set_dead_ports_down(
         }
     };
     for kv in &kvs {
-        let Ok(Some((_, wyvern_model::Object::Port(p)))) = decode(kv) else {
-            continue;
-        };
-        let dead = !p.binding_host_id.is_empty()
-            && p.binding_host_id != *me
-            && !view.all.contains_key(&p.binding_host_id);
-        if dead && p.status != "DOWN" && !p.is_router_interface() {
-            let _ = status_tx.send(PortStatus {
-                port: p.id,
-                active: false,
-                host: None,
-            });
+        if let Ok(Some((_, wyvern_model::Object::Port(p)))) = decode(kv) {
+            report_down_if_orphaned(&p, &view, &me, &status_tx);
         }
+    }
+}
+
+/// Reports `p` DOWN if it is bound to another chassis that is gone and is not DOWN yet
+/// (router interfaces have no chassis of their own).
+fn report_down_if_orphaned(
+    p: &wyvern_model::Port,
+    view: &chassis::ChassisView,
+    me: &str,
+    status_tx: &mpsc::UnboundedSender<PortStatus>,
+) {
+    let dead = !p.binding_host_id.is_empty()
+        && p.binding_host_id != me
+        && !view.all.contains_key(&p.binding_host_id);
+    if dead && p.status != "DOWN" && !p.is_router_interface() {
+        let _ = status_tx.send(PortStatus {
+            port: p.id,
+            active: false,
+            host: None,
+        });
     }
 }
 

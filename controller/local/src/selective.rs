@@ -487,7 +487,12 @@ impl SelectiveSync {
     async fn resync_one(&mut self, id: WatchId) -> Result<(), StoreError> {
         let (kvs, rev) = self.range(&id.prefix()).await?;
         match id {
-            WatchId::Networks => {
+            WatchId::Networks | WatchId::Routers => {
+                let kind = if id == WatchId::Networks {
+                    Kind::Network
+                } else {
+                    Kind::Router
+                };
                 let mut seen = HashSet::new();
                 for kv in &kvs {
                     if let Some((kind, oid, obj)) = self.decode(kv) {
@@ -495,32 +500,12 @@ impl SelectiveSync {
                         self.put_object(id, kind, oid, obj);
                     }
                 }
-                let gone: Vec<Uuid> = self
-                    .networks
-                    .keys()
-                    .filter(|n| !seen.contains(n))
-                    .copied()
-                    .collect();
-                for n in gone {
-                    self.delete_object(id, Kind::Network, n);
-                }
-            }
-            WatchId::Routers => {
-                let mut seen = HashSet::new();
-                for kv in &kvs {
-                    if let Some((kind, oid, obj)) = self.decode(kv) {
-                        seen.insert(oid);
-                        self.put_object(id, kind, oid, obj);
-                    }
-                }
-                let gone: Vec<Uuid> = self
-                    .routers
-                    .keys()
-                    .filter(|r| !seen.contains(r))
-                    .copied()
-                    .collect();
-                for r in gone {
-                    self.delete_object(id, Kind::Router, r);
+                let known: Vec<Uuid> = match kind {
+                    Kind::Network => self.networks.keys().copied().collect(),
+                    _ => self.routers.keys().copied().collect(),
+                };
+                for gone in known.into_iter().filter(|k| !seen.contains(k)) {
+                    self.delete_object(id, kind, gone);
                 }
             }
             WatchId::Links => {
