@@ -408,10 +408,7 @@ async fn coordinator(args: Args) -> anyhow::Result<()> {
     }
     let etcd = Etcd::start()?;
     let wyvernd = WyverndOptions::new(&bin)
-        .arg("--store")
-        .arg("etcd")
-        .arg("--etcd-endpoints")
-        .arg(etcd.endpoint())
+        .etcd_store(etcd.endpoint())
         .start()
         .with_context(|| etcd.log_tail())?;
     let store = EtcdStore::connect(EtcdOptions {

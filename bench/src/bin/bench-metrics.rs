@@ -15,7 +15,6 @@
 //! Prints one JSON document on stdout; progress on stderr.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,7 @@ use serde_json::{json, Value};
 use wyvern_bench::ovs::{bind, create_interfaces, iface_name, BRIDGE};
 use wyvern_bench::{loadavg_1m, proc_cpu_time, prom_sample, Latency};
 use wyvern_testkit::ovs::OvsSandbox;
-use wyvern_testkit::poll::wait_for;
-use wyvern_testkit::wyvernd::{Wyvernd, WyverndOptions};
+use wyvern_testkit::wyvernd::WyverndOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -164,20 +162,6 @@ async fn build(api: &Api, args: &Args) -> anyhow::Result<Vec<String>> {
         .await
 }
 
-/// wyvernd logs `serving /metrics addr=IP:PORT` before it reports ready.
-fn metrics_addr(w: &Wyvernd) -> anyhow::Result<SocketAddr> {
-    wait_for("wyvernd's metrics address", Duration::from_secs(30), || {
-        let log = std::fs::read_to_string(w.log_path()).ok()?;
-        log.lines()
-            .filter(|l| l.contains("serving /metrics"))
-            .find_map(|l| {
-                l.split_whitespace()
-                    .find_map(|f| f.strip_prefix("addr="))
-                    .and_then(|a| a.parse().ok())
-            })
-    })
-}
-
 /// `scrapes` sequential scrapes on one connection: latency, size, series, CPU.
 async fn measure(
     http: &reqwest::Client,
@@ -227,7 +211,10 @@ async fn run(args: &Args, wyvernd_bin: &Path) -> anyhow::Result<Value> {
         .arg("127.0.0.1:0")
         .switch(&sb, BRIDGE, "wyvernd-of.sock")
         .start()?;
-    let url = format!("http://{}/metrics", metrics_addr(&w)?);
+    let url = format!(
+        "http://{}/metrics",
+        w.metrics_addr(Duration::from_secs(30))?
+    );
     let http = reqwest::Client::new();
     let scrape = |http: &reqwest::Client| {
         let (http, url) = (http.clone(), url.clone());

@@ -98,11 +98,38 @@ impl DpdkRunDir {
             prefix: format!("wyv-{purpose}-{}", std::process::id()),
         }
     }
+
+    /// The directory the EAL creates for this prefix.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/var/run/dpdk").join(&self.prefix)
+    }
+
+    /// EAL arguments for one lcore without hugepages or PCI (what runs here), quiet logs and
+    /// this prefix, followed by `vdevs` (`--vdev=...`).
+    pub fn eal_args(&self, vdevs: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--no-huge",
+            "--no-pci",
+            "-m",
+            "512",
+            "--file-prefix",
+            &self.prefix,
+            "-l",
+            "0",
+            "--no-telemetry",
+            "--log-level=warning",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(vdevs);
+        args
+    }
 }
 
 impl Drop for DpdkRunDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(PathBuf::from("/var/run/dpdk").join(&self.prefix));
+        let _ = std::fs::remove_dir_all(self.path());
     }
 }
 
@@ -131,30 +158,14 @@ impl PcapPorts {
     /// The EAL arguments for these ports on one lcore without hugepages or PCI (what runs
     /// here), quiet logs, and the unique file prefix.
     pub fn eal_args(&self) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "--no-huge",
-            "--no-pci",
-            "-m",
-            "512",
-            "--file-prefix",
-            &self.run_dir.prefix,
-            "-l",
-            "0",
-            "--no-telemetry",
-            "--log-level=warning",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for i in 0..self.ports {
+        self.run_dir.eal_args((0..self.ports).map(|i| {
             let rx = if i == 0 { "in0.pcap" } else { "empty.pcap" };
-            args.push(format!(
+            format!(
                 "--vdev=net_pcap{i},rx_pcap={},tx_pcap={}",
                 self.dir.path().join(rx).display(),
                 self.output(i).display()
-            ));
-        }
-        args
+            )
+        }))
     }
 
     /// The file port `port` transmits into.

@@ -69,6 +69,14 @@ impl WyverndOptions {
             .arg(p)
     }
 
+    /// The shared etcd store at `endpoints` (comma-separated URLs) instead of the embedded one.
+    pub fn etcd_store(self, endpoints: impl Into<String>) -> Self {
+        self.arg("--store")
+            .arg("etcd")
+            .arg("--etcd-endpoints")
+            .arg(endpoints)
+    }
+
     /// Points wyvernd at `ovs`'s OVSDB and has it serve OpenFlow for `bridge` on the unix
     /// socket `socket` in the sandbox's run dir, with the sandbox's datapath type (what every
     /// test with a switch passes).
@@ -151,6 +159,21 @@ impl Wyvernd {
     /// `http://127.0.0.1:PORT`, the Neutron endpoint (changes after a restart).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The address of wyvernd's `/metrics` listener (`--metrics-listen`, port 0 allowed):
+    /// wyvernd logs `serving /metrics addr=IP:PORT` once it is bound.
+    pub fn metrics_addr(&self, timeout: Duration) -> anyhow::Result<SocketAddr> {
+        wait_for("wyvernd's metrics address in its log", timeout, || {
+            let log = std::fs::read_to_string(self.log_path()).ok()?;
+            log.lines()
+                .filter(|l| l.contains("serving /metrics"))
+                .find_map(|l| {
+                    l.split_whitespace()
+                        .find_map(|f| f.strip_prefix("addr="))
+                        .and_then(|a| a.parse().ok())
+                })
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

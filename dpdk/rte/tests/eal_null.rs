@@ -11,7 +11,7 @@ const BURST: u16 = 32;
 #[test]
 fn eal_null_ports_bursts_stats_and_flow_enosys() {
     let run_dir = common::RunDir::new("eal");
-    let args = common::null_eal_args(&run_dir.prefix);
+    let args = common::null_eal_args(&run_dir);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let eal = Eal::init(&argv).expect("EAL init");
     assert!(

@@ -13,10 +13,7 @@ use crate::common::*;
 
 fn on_etcd(etcd: &Etcd) -> Wyvernd {
     options()
-        .arg("--store")
-        .arg("etcd")
-        .arg("--etcd-endpoints")
-        .arg(etcd.endpoint())
+        .etcd_store(etcd.endpoint())
         .arg("--metrics-listen")
         .arg("127.0.0.1:0")
         .start()

@@ -42,7 +42,9 @@ impl Host {
             .switch(&ovs, BRIDGE, "wyvernd-of.sock")
             .start()
             .expect("wyvernd starts");
-        let metrics = metrics_addr(&wyvernd).expect("wyvernd logs its metrics address");
+        let metrics = wyvernd
+            .metrics_addr(DEADLINE)
+            .expect("wyvernd logs its metrics address");
         let host = Host {
             wyvernd,
             ovs,
@@ -170,20 +172,6 @@ pub fn url_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// wyvernd logs `serving /metrics addr=IP:PORT` before it reports ready.
-fn metrics_addr(w: &Wyvernd) -> anyhow::Result<SocketAddr> {
-    wait_for("wyvernd's metrics address in its log", DEADLINE, || {
-        let log = std::fs::read_to_string(w.log_path()).ok()?;
-        log.lines()
-            .filter(|l| l.contains("serving /metrics"))
-            .find_map(|l| {
-                l.split_whitespace()
-                    .find_map(|f| f.strip_prefix("addr="))
-                    .and_then(|a| a.parse().ok())
-            })
-    })
 }
 
 /// Runs a command and returns (success, stdout + stderr) for assertions.

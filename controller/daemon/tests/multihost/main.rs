@@ -75,10 +75,7 @@ impl Host {
         host_exec(&["ip", "link", "set", "br-phy", "up"])?;
         let of_sock = ovs.run_dir().join("of.sock");
         let wyvernd = WyverndOptions::new(WYVERND)
-            .arg("--store")
-            .arg("etcd")
-            .arg("--etcd-endpoints")
-            .arg(etcd.endpoint())
+            .etcd_store(etcd.endpoint())
             .arg("--ovsdb")
             .arg(ovs.db_target())
             .arg("--datapath-type")

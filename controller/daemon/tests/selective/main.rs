@@ -63,36 +63,19 @@ fn wait_counts(metrics: SocketAddr, want: Counts, what: &str, w: &Wyvernd) -> an
     })
 }
 
-/// wyvernd logs `serving /metrics addr=IP:PORT` before it reports ready.
-fn metrics_addr(w: &Wyvernd) -> anyhow::Result<SocketAddr> {
-    wait_for("wyvernd's metrics address in its log", DEADLINE, || {
-        let log = std::fs::read_to_string(w.log_path()).ok()?;
-        log.lines()
-            .filter(|l| l.contains("serving /metrics"))
-            .find_map(|l| {
-                l.split_whitespace()
-                    .find_map(|f| f.strip_prefix("addr="))
-                    .and_then(|a| a.parse().ok())
-            })
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_holds_only_the_networks_its_ports_reach() -> anyhow::Result<()> {
     let etcd = Etcd::start()?;
     let ovs = OvsSandbox::dummy()?;
     let wyvernd = WyverndOptions::new(WYVERND)
-        .arg("--store")
-        .arg("etcd")
-        .arg("--etcd-endpoints")
-        .arg(etcd.endpoint())
+        .etcd_store(etcd.endpoint())
         .arg("--metrics-listen")
         .arg("127.0.0.1:0")
         .switch(&ovs, BRIDGE, "wyvernd-of.sock")
         .arg("--chassis-name")
         .arg("host1")
         .start()?;
-    let metrics = metrics_addr(&wyvernd)?;
+    let metrics = wyvernd.metrics_addr(DEADLINE)?;
     let api = Api::new(wyvernd.url());
 
     // 20 networks with a subnet and a VM port each; a router joins networks 1 and 2.
