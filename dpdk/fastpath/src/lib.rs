@@ -139,7 +139,7 @@ pub struct FastPath<'p> {
     inject_rx: Receiver<(u32, Vec<u8>)>,
     inject_tx: SyncSender<(u32, Vec<u8>)>,
     /// Benchmark-only RX templates per port, cycled (see `set_rx_templates`).
-    templates: Vec<Templates>,
+    templates: Vec<RxGenerator>,
     stats: Stats,
 }
 
@@ -169,6 +169,9 @@ impl<'p> FastPath<'p> {
         let (punt_tx, punt_rx) = mpsc::sync_channel(cfg.punt_capacity);
         let (inject_tx, inject_rx) = mpsc::sync_channel(cfg.inject_capacity);
         let burst = usize::from(cfg.burst);
+        // RX and TX batches share one capacity: a burst that goes to one port is swapped
+        // into its TX batch whole (see `poll`).
+        let batch = burst * ports.len().max(1) * 2;
         Ok((
             FastPath {
                 ports,
@@ -177,16 +180,16 @@ impl<'p> FastPath<'p> {
                 pool,
                 engine,
                 cfg,
-                rx: Vec::with_capacity(burst),
+                rx: Vec::with_capacity(batch),
                 verdicts: Vec::with_capacity(burst),
                 tx: (0..ports.len())
-                    .map(|_| Vec::with_capacity(burst * ports.len().max(1) * 2))
+                    .map(|_| Vec::with_capacity(batch))
                     .collect(),
                 free: Vec::with_capacity(burst * 2),
                 punt_tx,
                 inject_rx,
                 inject_tx,
-                templates: (0..ports.len()).map(|_| Templates::default()).collect(),
+                templates: (0..ports.len()).map(|_| RxGenerator::default()).collect(),
                 stats: Stats::default(),
             },
             punt_rx,
@@ -218,8 +221,14 @@ impl<'p> FastPath<'p> {
     /// BENCHMARKS ONLY: like [`FastPath::set_rx_template`] with several frames, written in
     /// turn into successive received frames (many flows from one null port); empty = off.
     pub fn set_rx_templates(&mut self, index: usize, frames: Vec<Vec<u8>>) {
+        self.set_rx_generator(index, RxGenerator::whole(&frames));
+    }
+
+    /// BENCHMARKS ONLY: what is written into every frame received on `ports[index]`
+    /// before processing (see [`RxGenerator`]).
+    pub fn set_rx_generator(&mut self, index: usize, generator: RxGenerator) {
         if let Some(t) = self.templates.get_mut(index) {
-            *t = Templates::new(frames);
+            *t = generator;
         }
     }
 
@@ -252,7 +261,7 @@ impl<'p> FastPath<'p> {
             let mut rx = std::mem::take(&mut self.rx);
             let mut verdicts = std::mem::take(&mut self.verdicts);
             let tpl = &mut self.templates[pi];
-            if !tpl.frames.is_empty() {
+            if tpl.words != 0 {
                 for m in rx.iter_mut() {
                     tpl.write(m.data_mut());
                 }
@@ -265,6 +274,20 @@ impl<'p> FastPath<'p> {
                 },
                 &mut verdicts,
             );
+            // The whole burst unicast out of one bound port (one flow, or flows between
+            // the same two ports): the burst moves to that port's TX batch as a whole.
+            if let Some(i) = uniform_port(&verdicts).and_then(|p| self.by_ofport.get(p)) {
+                let q = &mut self.tx[i];
+                if q.is_empty() {
+                    // Equal capacities (see `new`), so neither Vec regrows later.
+                    std::mem::swap(q, &mut rx);
+                } else {
+                    q.append(&mut rx);
+                }
+                self.rx = rx;
+                self.verdicts = verdicts;
+                continue;
+            }
             // Verdicts are read in place: copying each out costs a store-to-load stall.
             // The last unicast port's index is remembered (a burst mostly goes one way).
             let mut last: Option<(u32, usize)> = None;
@@ -407,6 +430,19 @@ impl Drop for FastPath<'_> {
     }
 }
 
+/// The port every verdict of a burst sends its frame to, if they all name one port.
+#[inline]
+fn uniform_port(verdicts: &[Verdict]) -> Option<u32> {
+    let Some(Verdict::Output(Out::Port(p))) = verdicts.first() else {
+        return None;
+    };
+    let p = *p;
+    verdicts
+        .iter()
+        .all(|v| matches!(v, Verdict::Output(Out::Port(q)) if *q == p))
+        .then_some(p)
+}
+
 fn lock(m: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
     // A panic elsewhere while holding the engine leaves it consistent enough to forward:
     // every write is a single insert or remove.
@@ -419,45 +455,88 @@ fn copy_mbuf<'p>(pool: &'p Mempool, data: &[u8]) -> Result<Mbuf<'p>, RteError> {
     Ok(c)
 }
 
-/// Frames a benchmark writes over received ones, in turn.
-#[derive(Default)]
-struct Templates {
-    frames: Vec<Template>,
+/// BENCHMARKS ONLY: what is written into each received frame before it is processed
+/// (the null PMD hands out frames without writing their data). Templates of at most 64
+/// bytes, written in turn into successive frames, and only the 8-byte words named in a
+/// mask: all words (a whole template per frame, for frames of unknown content), or only
+/// the words that differ between the templates and the words the pipeline rewrites,
+/// when every mbuf of the pool was prefilled with the first template
+/// (`rte::Mempool::prefill_data`): then a frame carries exactly its template for
+/// the price of a few word stores.
+#[derive(Debug, Clone, Default)]
+pub struct RxGenerator {
+    frames: Vec<[u8; RxGenerator::FIXED]>,
+    /// Bit `w`: write bytes `8w..8w + 8`.
+    words: u8,
+    /// Bit `q`: write bytes `16q..16q + 16` (the words, written as 16-byte stores).
+    quarters: u8,
     next: usize,
 }
 
-/// A template up to 64 bytes is written with one fixed-size array copy (two vector
-/// stores): a `memcpy` call of a variable length would write with `rep movsb`, whose
-/// stores the parser's loads right after cannot forward from. Longer ones are copied.
-enum Template {
-    Short([u8; Templates::FIXED]),
-    Long(Vec<u8>),
-}
+impl RxGenerator {
+    /// Templates are zero-padded to this length (the null PMD's frames are 64 bytes);
+    /// longer ones are cut.
+    pub const FIXED: usize = 64;
 
-impl Templates {
-    /// Templates up to this long are zero-padded to it: the bytes past a short template
-    /// are of no interest to the pipeline.
-    const FIXED: usize = 64;
-
-    fn new(frames: Vec<Vec<u8>>) -> Self {
-        let frames = frames
-            .into_iter()
-            .map(|f| {
-                if f.len() <= Self::FIXED {
-                    let mut a = [0u8; Self::FIXED];
-                    a[..f.len()].copy_from_slice(&f);
-                    Template::Short(a)
-                } else {
-                    Template::Long(f)
-                }
-            })
-            .collect();
-        Templates { frames, next: 0 }
+    /// Writes every template whole (empty `frames`: writes nothing).
+    pub fn whole(frames: &[Vec<u8>]) -> Self {
+        Self::words(frames, u8::MAX)
     }
 
+    /// Writes only the 8-byte words of `mask` (bit `w` = bytes `8w..8w + 8`).
+    pub fn words(frames: &[Vec<u8>], mask: u8) -> Self {
+        let frames: Vec<[u8; Self::FIXED]> = frames
+            .iter()
+            .map(|f| {
+                let mut a = [0u8; Self::FIXED];
+                let k = f.len().min(Self::FIXED);
+                a[..k].copy_from_slice(&f[..k]);
+                a
+            })
+            .collect();
+        let words = if frames.is_empty() { 0 } else { mask };
+        let quarters = (0..4)
+            .filter(|q| words >> (2 * q) & 3 != 0)
+            .fold(0u8, |acc, q| acc | 1 << q);
+        RxGenerator {
+            frames,
+            words,
+            quarters,
+            next: 0,
+        }
+    }
+
+    /// The words that must be written per frame when the pool holds `frames[0]`: those
+    /// where the templates differ from it, plus `rewritten` (words the pipeline changes,
+    /// which the next use of the mbuf must find restored).
+    pub fn diff_mask(frames: &[Vec<u8>], rewritten: u8) -> u8 {
+        let padded = Self::whole(frames).frames;
+        let mut mask = rewritten;
+        if let Some(first) = padded.first() {
+            for f in &padded[1..] {
+                for w in 0..Self::FIXED / 8 {
+                    if f[8 * w..8 * w + 8] != first[8 * w..8 * w + 8] {
+                        mask |= 1 << w;
+                    }
+                }
+            }
+        }
+        mask
+    }
+
+    /// The words written per frame (bit `w` = bytes `8w..8w + 8`): those asked for,
+    /// widened to whole 16-byte quarters.
+    pub fn mask(&self) -> u8 {
+        (0..4)
+            .filter(|q| self.quarters >> q & 1 != 0)
+            .fold(0u8, |acc, q| acc | 3 << (2 * q))
+    }
+
+    /// Writes the next template's words into `d` (a frame shorter than 64 bytes gets the
+    /// whole template cut to its length).
     #[inline]
-    fn write(&mut self, d: &mut [u8]) {
-        if self.frames.is_empty() {
+    pub fn write(&mut self, d: &mut [u8]) {
+        if self.words == 0 {
             return;
         }
         let t = &self.frames[self.next];
@@ -465,17 +544,36 @@ impl Templates {
         if self.next == self.frames.len() {
             self.next = 0;
         }
-        match t {
-            Template::Short(a) => match d.first_chunk_mut::<{ Self::FIXED }>() {
-                Some(dst) => *dst = *a,
-                None => {
-                    let k = d.len();
-                    d.copy_from_slice(&a[..k]);
+        match d.first_chunk_mut::<{ Self::FIXED }>() {
+            Some(dst) => {
+                if self.words == u8::MAX {
+                    // A fixed-size array copy (vector stores): a variable-length `memcpy`
+                    // would write with `rep movsb`, whose stores the parser's loads right
+                    // after cannot forward from.
+                    *dst = *t;
+                    return;
                 }
-            },
-            Template::Long(v) => {
-                let k = d.len().min(v.len());
-                d[..k].copy_from_slice(&v[..k]);
+                // Per 16-byte quarter with any word to write: one vector load and store
+                // (writing a few bytes more than the mask asks, from the same template).
+                let q = self.quarters;
+                let (dst, _) = dst.as_chunks_mut::<16>();
+                let (src, _) = t.as_chunks::<16>();
+                if q & 1 != 0 {
+                    dst[0] = src[0];
+                }
+                if q & 2 != 0 {
+                    dst[1] = src[1];
+                }
+                if q & 4 != 0 {
+                    dst[2] = src[2];
+                }
+                if q & 8 != 0 {
+                    dst[3] = src[3];
+                }
+            }
+            None => {
+                let k = d.len();
+                d.copy_from_slice(&t[..k]);
             }
         }
     }

@@ -40,9 +40,25 @@ pub(crate) struct Edit {
     /// TTL decrements, each with its incremental checksum update.
     pub(crate) dec_ttl: u8,
     pub(crate) arp_reply: Option<MacAddr>,
+    /// Both MACs as the frame's first 12 bytes, when both are rewritten (routing): one
+    /// 12-byte write instead of two tested 6-byte ones. Set by [`Edit::seal`].
+    pub(crate) macs: Option<[u8; 12]>,
 }
 
 impl Edit {
+    /// Precomputes what the replay writes (once, when the recording is cached).
+    pub(crate) fn seal(&mut self) {
+        self.macs = match (self.eth_dst, self.eth_src) {
+            (Some(d), Some(s)) => {
+                let mut m = [0u8; 12];
+                m[..6].copy_from_slice(&d.0);
+                m[6..].copy_from_slice(&s.0);
+                Some(m)
+            }
+            _ => None,
+        };
+    }
+
     /// Nothing to do (the L2 case): one test instead of four.
     #[inline(always)]
     pub(crate) fn is_empty(&self) -> bool {
@@ -258,6 +274,13 @@ impl FlowCache {
         } else {
             self.misses += 1;
         }
+    }
+
+    /// Counts `hits` hits and `misses` misses at once (a burst's totals).
+    #[inline(always)]
+    pub(crate) fn add_counts(&mut self, hits: u64, misses: u64) {
+        self.hits += hits;
+        self.misses += misses;
     }
 
     #[inline(always)]

@@ -291,10 +291,15 @@ struct Scratch {
     hs: [Packed; BURST],
     /// Frame lengths (phase 3 touches a frame only to rewrite it or to walk the tables).
     lens: [u64; BURST],
+    /// Flow keys and hashes, of leaders only (see `lead`).
     keys: [FlowKey; BURST],
     hashes: [usize; BURST],
-    /// The key equals the previous parsed frame's.
+    /// The key equals the previous parsed frame's: this frame follows it.
     same_as_prev: [bool; BURST],
+    /// The frame whose key, hash and probe this one shares: itself, or for a follower
+    /// the first frame of its series (keys are not copied per follower).
+    lead: [u8; BURST],
+    /// Probe results, of leaders only.
     slots: [Option<usize>; BURST],
 }
 
@@ -306,6 +311,7 @@ impl Default for Scratch {
             keys: [FlowKey::default(); BURST],
             hashes: [0; BURST],
             same_as_prev: [false; BURST],
+            lead: [0; BURST],
             slots: [None; BURST],
         }
     }
@@ -757,22 +763,22 @@ impl Engine {
         sc: &mut Scratch,
     ) {
         let n = frames.len().min(BURST).min(out.len());
-        // A frame with the previous frame's key (the next packet of the same flow) reuses
-        // its hash and probe.
+        // Step 1: parse, key and hash. A frame with the previous parsed frame's key (the
+        // next packet of the same flow) follows it: it shares its leader's key, hash and
+        // probe, and nothing is copied but its parse.
         let mut prev: Option<usize> = None;
         // The previous parsed frame's masked IPv4 head, when it has one (see `ipv4_head`).
         let mut prev_head: Option<[u64; 5]> = None;
         for (i, f) in frames[..n].iter_mut().enumerate() {
             let frame = f.as_mut();
+            sc.lens[i] = frame.len() as u64;
             let head = ipv4_head(frame);
             if let (Some(p), Some(a), Some(b)) = (prev, &prev_head, &head) {
                 if same_head(a, b) {
-                    // The previous frame's flow: its parse, key and hash hold for this one.
+                    // The previous frame's flow: its parse and key hold for this one.
                     sc.hs[i] = sc.hs[p];
-                    sc.keys[i] = sc.keys[p];
-                    sc.hashes[i] = sc.hashes[p];
+                    sc.lead[i] = sc.lead[p];
                     sc.same_as_prev[i] = true;
-                    sc.lens[i] = frame.len() as u64;
                     prev = Some(i);
                     continue;
                 }
@@ -782,34 +788,35 @@ impl Engine {
                 Ok(h) => {
                     let key = flow_key(frame, &h, meta);
                     match prev {
-                        Some(p) if sc.keys[p].same(&key) => {
-                            sc.hashes[i] = sc.hashes[p];
+                        Some(p) if sc.keys[usize::from(sc.lead[p])].same(&key) => {
+                            sc.lead[i] = sc.lead[p];
                             sc.same_as_prev[i] = true;
                         }
                         _ => {
                             sc.hashes[i] = FlowCache::hash(&key);
+                            sc.keys[i] = key;
+                            sc.lead[i] = i as u8;
                             sc.same_as_prev[i] = false;
                         }
                     }
-                    sc.keys[i] = key;
                     sc.hs[i] = Packed::pack(&h);
-                    sc.lens[i] = frame.len() as u64;
                     prev = Some(i);
                 }
                 Err(_) => sc.hs[i].ok = false,
             }
         }
-        let mut last = None;
+        // Step 2: probe the cache for every leader (independent loads the CPU overlaps).
         for i in 0..n {
-            if sc.hs[i].ok {
-                if !sc.same_as_prev[i] {
-                    last = self.cache.probe(&sc.keys[i], sc.hashes[i]);
-                }
-                sc.slots[i] = last;
+            if sc.hs[i].ok && !sc.same_as_prev[i] {
+                sc.slots[i] = self.cache.probe(&sc.keys[i], sc.hashes[i]);
             }
         }
-        // The current run: cache slot, packets, bytes.
+        // Step 3, per frame in order. The current run: cache slot, packets, bytes.
         let mut run: Option<(usize, u64, u64)> = None;
+        // The slot the previous parsed frame hit, while no walk has happened since: a
+        // frame that follows it hits the same slot (only a walk changes the cache).
+        let mut hit_prev: Option<usize> = None;
+        let (mut hits, mut misses) = (0u64, 0u64);
         // Sets a walk in this chunk cached a flow into: a probe of such a set made before
         // the walk may be stale (the new flow pushed way 0 into way 1 and way 1 out);
         // every other set is as it was.
@@ -824,15 +831,22 @@ impl Engine {
                 continue;
             }
             let bytes = sc.lens[i];
-            let set = self.cache.set_of(sc.hashes[i]);
-            let slot = if touched[..n_touched].contains(&set) {
-                self.cache.probe(&sc.keys[i], sc.hashes[i])
-            } else {
-                sc.slots[i]
+            let lead = usize::from(sc.lead[i]);
+            let slot = match hit_prev {
+                Some(s) if sc.same_as_prev[i] => Some(s),
+                _ => {
+                    let set = self.cache.set_of(sc.hashes[lead]);
+                    if touched[..n_touched].contains(&set) {
+                        self.cache.probe(&sc.keys[lead], sc.hashes[lead])
+                    } else {
+                        sc.slots[lead]
+                    }
+                }
             };
-            self.cache.count(slot.is_some());
             match slot {
                 Some(slot) => {
+                    hits += 1;
+                    hit_prev = Some(slot);
                     match &mut run {
                         Some((s, n, b)) if *s == slot => {
                             *n += 1;
@@ -851,17 +865,20 @@ impl Engine {
                     out[i] = rec.verdict;
                 }
                 None => {
+                    misses += 1;
+                    hit_prev = None;
                     if let Some((s, n, b)) = run.take() {
                         self.count_run(s, n, b);
                     }
                     let h = sc.hs[i].unpack();
+                    let set = self.cache.set_of(sc.hashes[lead]);
                     out[i] = self.walk_and_cache(
                         frames[i].as_mut(),
                         &h,
                         meta,
                         bytes,
-                        &sc.keys[i],
-                        sc.hashes[i],
+                        &sc.keys[lead],
+                        sc.hashes[lead],
                     );
                     if n_touched < BURST {
                         touched[n_touched] = set;
@@ -870,6 +887,7 @@ impl Engine {
                 }
             }
         }
+        self.cache.add_counts(hits, misses);
         if let Some((s, n, b)) = run {
             self.count_run(s, n, b);
         }
@@ -906,6 +924,7 @@ impl Engine {
         let verdict = self.walk(frame, h, key, meta, bytes, &mut rec);
         if !rec.overflow {
             rec.verdict = verdict;
+            rec.edit.seal();
             self.cache.put(fk, hash, rec);
         }
         verdict
@@ -1089,17 +1108,23 @@ fn apply_edit(frame: &mut [u8], h: &Headers, e: &Edit) {
             .and_then(|off| frame.get_mut(off..))
             .and_then(|b| b.first_chunk_mut::<12>())
         {
-            for _ in 0..e.dec_ttl {
+            // One decrement per router crossed: the usual case without a loop.
+            dec_ttl_in_place(ip);
+            for _ in 1..e.dec_ttl {
                 dec_ttl_in_place(ip);
             }
         }
     }
     if let Some(eth) = frame.first_chunk_mut::<12>() {
-        if let Some(m) = e.eth_src {
-            eth[6..].copy_from_slice(&m.0);
-        }
-        if let Some(m) = e.eth_dst {
-            eth[..6].copy_from_slice(&m.0);
+        if let Some(m) = e.macs {
+            *eth = m;
+        } else {
+            if let Some(m) = e.eth_src {
+                eth[6..].copy_from_slice(&m.0);
+            }
+            if let Some(m) = e.eth_dst {
+                eth[..6].copy_from_slice(&m.0);
+            }
         }
     }
     if let Some(m) = e.arp_reply {
