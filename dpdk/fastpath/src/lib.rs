@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rte::{free_bulk, Mbuf, Mempool, Port, RteError};
-use wyvern_engine::{DropCause, Engine, Meta, Out, Verdict};
+use wyvern_engine::{DropCause, Engine, Meta, Out, Verdict, VerdictRun};
 use wyvern_pipeline::{NetKey, PortKey, PuntReason, RouterKey, Stage, STAGES};
 
 /// Why the fast path could not be set up or could not send.
@@ -131,8 +131,8 @@ pub struct FastPath<'p> {
     engine: Arc<Mutex<Engine>>,
     cfg: Config,
     rx: Vec<Mbuf<'p>>,
-    /// The engine's verdicts for the burst in `rx`.
-    verdicts: Vec<Verdict>,
+    /// The engine's verdict runs for the burst in `rx`.
+    runs: Vec<VerdictRun>,
     tx: Vec<Vec<Mbuf<'p>>>,
     free: Vec<Mbuf<'p>>,
     punt_tx: SyncSender<Punted>,
@@ -181,7 +181,7 @@ impl<'p> FastPath<'p> {
                 engine,
                 cfg,
                 rx: Vec::with_capacity(batch),
-                verdicts: Vec::with_capacity(burst),
+                runs: Vec::with_capacity(burst),
                 tx: (0..ports.len())
                     .map(|_| Vec::with_capacity(batch))
                     .collect(),
@@ -259,55 +259,59 @@ impl<'p> FastPath<'p> {
             self.stats.rx += n as u64;
             let in_port = self.ofports[pi];
             let mut rx = std::mem::take(&mut self.rx);
-            let mut verdicts = std::mem::take(&mut self.verdicts);
+            let mut runs = std::mem::take(&mut self.runs);
             let tpl = &mut self.templates[pi];
             if tpl.words != 0 {
                 for m in rx.iter_mut() {
                     tpl.write(m.data_mut());
                 }
             }
-            eng.process_burst(
+            eng.process_burst_runs(
                 &mut rx,
                 Meta {
                     in_port,
                     tun_id: None,
                 },
-                &mut verdicts,
+                &mut runs,
             );
-            // The whole burst unicast out of one bound port (one flow, or flows between
-            // the same two ports): the burst moves to that port's TX batch as a whole.
-            if let Some(i) = uniform_port(&verdicts).and_then(|p| self.by_ofport.get(p)) {
-                let q = &mut self.tx[i];
-                if q.is_empty() {
-                    // Equal capacities (see `new`), so neither Vec regrows later.
-                    std::mem::swap(q, &mut rx);
-                } else {
-                    q.append(&mut rx);
+            // The whole burst one run of unicast out of one bound port (one flow, or flows
+            // between the same two ports): it moves to that port's TX batch as a whole.
+            if let [VerdictRun {
+                verdict: Verdict::Output(Out::Port(p)),
+                ..
+            }] = runs[..]
+            {
+                if let Some(i) = self.by_ofport.get(p) {
+                    let q = &mut self.tx[i];
+                    if q.is_empty() {
+                        // Equal capacities (see `new`), so neither Vec regrows later.
+                        std::mem::swap(q, &mut rx);
+                    } else {
+                        q.append(&mut rx);
+                    }
+                    self.rx = rx;
+                    self.runs = runs;
+                    continue;
                 }
-                self.rx = rx;
-                self.verdicts = verdicts;
-                continue;
             }
-            // Verdicts are read in place: copying each out costs a store-to-load stall.
-            // The last unicast port's index is remembered (a burst mostly goes one way).
-            let mut last: Option<(u32, usize)> = None;
-            for (m, verdict) in rx.drain(..).zip(verdicts.iter()) {
-                // The common case inline: unicast out of a bound port.
-                if let Verdict::Output(Out::Port(p)) = verdict {
-                    let i = match last {
-                        Some((lp, li)) if lp == *p => Some(li),
-                        _ => self.by_ofport.get(*p),
-                    };
-                    if let Some(i) = i {
-                        last = Some((*p, i));
-                        self.tx[i].push(m);
+            // Run by run; unicast out of a bound port inline, the rest out of line.
+            let mut frames = rx.drain(..);
+            for (k, r) in runs.iter().enumerate() {
+                let end = runs.get(k + 1).map_or(n, |next| next.start);
+                let count = end - r.start;
+                if let Verdict::Output(Out::Port(p)) = r.verdict {
+                    if let Some(i) = self.by_ofport.get(p) {
+                        self.tx[i].extend(frames.by_ref().take(count));
                         continue;
                     }
                 }
-                self.dispatch(&eng, m, *verdict, in_port);
+                for m in frames.by_ref().take(count) {
+                    self.dispatch(&eng, m, r.verdict, in_port);
+                }
             }
+            drop(frames);
             self.rx = rx;
-            self.verdicts = verdicts;
+            self.runs = runs;
         }
         drop(eng);
         self.flush();
@@ -428,19 +432,6 @@ impl Drop for FastPath<'_> {
     fn drop(&mut self) {
         self.flush();
     }
-}
-
-/// The port every verdict of a burst sends its frame to, if they all name one port.
-#[inline]
-fn uniform_port(verdicts: &[Verdict]) -> Option<u32> {
-    let Some(Verdict::Output(Out::Port(p))) = verdicts.first() else {
-        return None;
-    };
-    let p = *p;
-    verdicts
-        .iter()
-        .all(|v| matches!(v, Verdict::Output(Out::Port(q)) if *q == p))
-        .then_some(p)
 }
 
 fn lock(m: &Mutex<Engine>) -> MutexGuard<'_, Engine> {

@@ -165,6 +165,23 @@ pub enum Verdict {
     Drop { stage: Stage, cause: DropCause },
 }
 
+/// Consecutive frames of a burst with one verdict (see [`Engine::process_burst_runs`]):
+/// from frame `start` up to the next run's start (or the burst's end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerdictRun {
+    pub start: usize,
+    pub verdict: Verdict,
+}
+
+/// Appends frame `i`'s verdict: it extends the last run when equal (runs stay maximal).
+#[inline(always)]
+fn push_run(runs: &mut Vec<VerdictRun>, i: usize, verdict: Verdict) {
+    if runs.last().is_some_and(|r| r.verdict == verdict) {
+        return;
+    }
+    runs.push(VerdictRun { start: i, verdict });
+}
+
 /// Per-frame metadata from the port the frame arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Meta {
@@ -241,6 +258,8 @@ pub struct Engine {
     cache: FlowCache,
     /// `process_burst`'s per-chunk arrays, kept between calls (not rebuilt per burst).
     scratch: Option<Box<Scratch>>,
+    /// `process_burst`'s runs, kept between calls.
+    runs: Vec<VerdictRun>,
 }
 
 /// [`Headers`] in 10 bytes instead of 72, kept per frame between `process_burst`'s steps
@@ -287,18 +306,13 @@ impl Packed {
 
 /// Per-frame state of one [`BURST`]-sized chunk between `process_burst`'s steps.
 struct Scratch {
-    /// Parsed headers (`ok` false: too short for Ethernet).
+    /// Parsed headers, of frames that are not head-path followers (see `process_chunk`).
     hs: [Packed; BURST],
     /// Frame lengths (phase 3 touches a frame only to rewrite it or to walk the tables).
     lens: [u64; BURST],
-    /// Flow keys and hashes, of leaders only (see `lead`).
+    /// Flow keys and hashes, of leaders only (see `process_chunk`).
     keys: [FlowKey; BURST],
     hashes: [usize; BURST],
-    /// The key equals the previous parsed frame's: this frame follows it.
-    same_as_prev: [bool; BURST],
-    /// The frame whose key, hash and probe this one shares: itself, or for a follower
-    /// the first frame of its series (keys are not copied per follower).
-    lead: [u8; BURST],
     /// Probe results, of leaders only.
     slots: [Option<usize>; BURST],
 }
@@ -310,8 +324,6 @@ impl Default for Scratch {
             lens: [0; BURST],
             keys: [FlowKey::default(); BURST],
             hashes: [0; BURST],
-            same_as_prev: [false; BURST],
-            lead: [0; BURST],
             slots: [None; BURST],
         }
     }
@@ -339,6 +351,7 @@ impl Default for Engine {
             shadowed: 0,
             cache: FlowCache::new(DEFAULT_CACHE_SLOTS),
             scratch: None,
+            runs: Vec::new(),
         }
     }
 }
@@ -731,109 +744,145 @@ impl Engine {
         meta: Meta,
         verdicts: &mut Vec<Verdict>,
     ) {
-        // Verdicts are written in place (a push would copy each through the stack).
+        let mut runs = std::mem::take(&mut self.runs);
+        self.process_burst_runs(frames, meta, &mut runs);
         verdicts.clear();
-        verdicts.resize(
-            frames.len(),
-            Verdict::Drop {
-                stage: Stage::Classify,
-                cause: DropCause::Flow,
-            },
-        );
+        verdicts.reserve(frames.len());
+        for (k, r) in runs.iter().enumerate() {
+            let end = runs.get(k + 1).map_or(frames.len(), |n| n.start);
+            verdicts.extend(std::iter::repeat_n(r.verdict, end - r.start));
+        }
+        self.runs = runs;
+    }
+
+    /// [`Engine::process_burst`] with the verdicts as maximal runs: `runs` is cleared and
+    /// gets one [`VerdictRun`] per stretch of consecutive frames with one verdict (run
+    /// `k` covers frames `runs[k].start..runs[k + 1].start`, the last one up to the end;
+    /// neighbouring runs differ). Why: a burst of one flow, or of flows between the same
+    /// ports, is one run, so the caller moves it whole instead of reading a verdict per
+    /// frame, and the engine writes one verdict per run instead of one per frame.
+    pub fn process_burst_runs<F: AsMut<[u8]>>(
+        &mut self,
+        frames: &mut [F],
+        meta: Meta,
+        runs: &mut Vec<VerdictRun>,
+    ) {
+        runs.clear();
         if !self.cache.enabled() {
-            for (f, v) in frames.iter_mut().zip(verdicts.iter_mut()) {
-                *v = self.process_meta(f.as_mut(), meta);
+            for (i, f) in frames.iter_mut().enumerate() {
+                let v = self.process_meta(f.as_mut(), meta);
+                push_run(runs, i, v);
             }
             return;
         }
         let mut scratch = self.scratch.take().unwrap_or_default();
-        for (chunk, out) in frames.chunks_mut(BURST).zip(verdicts.chunks_mut(BURST)) {
-            self.process_chunk(chunk, meta, out, &mut scratch);
+        for (c, chunk) in frames.chunks_mut(BURST).enumerate() {
+            self.process_chunk(chunk, meta, c * BURST, runs, &mut scratch);
         }
         self.scratch = Some(scratch);
     }
 
-    /// [`Engine::process_burst`] on at most [`BURST`] frames.
+    /// [`Engine::process_burst_runs`] on at most [`BURST`] frames, the first of which is
+    /// frame `base` of the burst.
     #[inline(always)]
     fn process_chunk<F: AsMut<[u8]>>(
         &mut self,
         frames: &mut [F],
         meta: Meta,
-        out: &mut [Verdict],
+        base: usize,
+        runs: &mut Vec<VerdictRun>,
         sc: &mut Scratch,
     ) {
-        let n = frames.len().min(BURST).min(out.len());
-        // Step 1: parse, key and hash. A frame with the previous parsed frame's key (the
-        // next packet of the same flow) follows it: it shares its leader's key, hash and
-        // probe, and nothing is copied but its parse.
-        let mut prev: Option<usize> = None;
+        let n = frames.len().min(BURST);
+        // Step 1: parse, key and hash. Bit i of `ok`: frame i parsed; of `follows`: its
+        // key is the previous parsed frame's (the next packet of the same flow), so it
+        // shares its leader's key, hash and probe; of `same_parse`: its parse is the
+        // previous parsed frame's too. Nothing is stored for a follower but its length.
+        let (mut ok, mut follows, mut same_parse) = (0u32, 0u32, 0u32);
+        // Whether a frame was parsed yet, and the leader of the last one parsed.
+        let mut prev = false;
+        let mut prev_lead = 0usize;
         // The previous parsed frame's masked IPv4 head, when it has one (see `ipv4_head`).
         let mut prev_head: Option<[u64; 5]> = None;
         for (i, f) in frames[..n].iter_mut().enumerate() {
             let frame = f.as_mut();
             sc.lens[i] = frame.len() as u64;
-            let head = ipv4_head(frame);
-            if let (Some(p), Some(a), Some(b)) = (prev, &prev_head, &head) {
-                if same_head(a, b) {
+            let bit = 1u32 << i;
+            if let (true, Some(ph)) = (prev, &prev_head) {
+                if same_ipv4_head(frame, ph) {
                     // The previous frame's flow: its parse and key hold for this one.
-                    sc.hs[i] = sc.hs[p];
-                    sc.lead[i] = sc.lead[p];
-                    sc.same_as_prev[i] = true;
-                    prev = Some(i);
+                    ok |= bit;
+                    follows |= bit;
+                    same_parse |= bit;
                     continue;
                 }
             }
-            prev_head = head;
+            prev_head = ipv4_head(frame);
             match Headers::parse(frame) {
                 Ok(h) => {
+                    ok |= bit;
                     let key = flow_key(frame, &h, meta);
-                    match prev {
-                        Some(p) if sc.keys[usize::from(sc.lead[p])].same(&key) => {
-                            sc.lead[i] = sc.lead[p];
-                            sc.same_as_prev[i] = true;
-                        }
-                        _ => {
-                            sc.hashes[i] = FlowCache::hash(&key);
-                            sc.keys[i] = key;
-                            sc.lead[i] = i as u8;
-                            sc.same_as_prev[i] = false;
-                        }
+                    if prev && sc.keys[prev_lead].same(&key) {
+                        follows |= bit;
+                    } else {
+                        sc.hashes[i] = FlowCache::hash(&key);
+                        sc.keys[i] = key;
+                        prev_lead = i;
                     }
                     sc.hs[i] = Packed::pack(&h);
-                    prev = Some(i);
+                    prev = true;
                 }
                 Err(_) => sc.hs[i].ok = false,
             }
         }
         // Step 2: probe the cache for every leader (independent loads the CPU overlaps).
-        for i in 0..n {
-            if sc.hs[i].ok && !sc.same_as_prev[i] {
-                sc.slots[i] = self.cache.probe(&sc.keys[i], sc.hashes[i]);
-            }
+        let mut leaders = ok & !follows;
+        while leaders != 0 {
+            let i = leaders.trailing_zeros() as usize;
+            sc.slots[i] = self.cache.probe(&sc.keys[i], sc.hashes[i]);
+            leaders &= leaders - 1;
         }
-        // Step 3, per frame in order. The current run: cache slot, packets, bytes.
+        // Step 3, per frame in order. The current counter run: cache slot, packets, bytes.
         let mut run: Option<(usize, u64, u64)> = None;
         // The slot the previous parsed frame hit, while no walk has happened since: a
         // frame that follows it hits the same slot (only a walk changes the cache).
         let mut hit_prev: Option<usize> = None;
+        // The slot whose verdict the open verdict run (`runs.last()`) has, and its edit.
+        let mut open_slot: Option<usize> = None;
+        let mut edit = Edit::default();
+        let mut has_edit = false;
+        // The frame whose key (`lead`) and parse (`hsi`) the current frame uses.
+        let (mut lead, mut hsi) = (0usize, 0usize);
         let (mut hits, mut misses) = (0u64, 0u64);
         // Sets a walk in this chunk cached a flow into: a probe of such a set made before
         // the walk may be stale (the new flow pushed way 0 into way 1 and way 1 out);
         // every other set is as it was.
         let mut touched = [0usize; BURST];
         let mut n_touched = 0;
-        for i in 0..n {
-            if !sc.hs[i].ok {
-                out[i] = Verdict::Drop {
-                    stage: Stage::Classify,
-                    cause: DropCause::Malformed,
-                };
+        for (i, f) in frames[..n].iter_mut().enumerate() {
+            let bit = 1u32 << i;
+            if ok & bit == 0 {
+                push_run(
+                    runs,
+                    base + i,
+                    Verdict::Drop {
+                        stage: Stage::Classify,
+                        cause: DropCause::Malformed,
+                    },
+                );
+                open_slot = None;
                 continue;
             }
+            let follower = follows & bit != 0;
+            if !follower {
+                lead = i;
+            }
+            if same_parse & bit == 0 {
+                hsi = i;
+            }
             let bytes = sc.lens[i];
-            let lead = usize::from(sc.lead[i]);
             let slot = match hit_prev {
-                Some(s) if sc.same_as_prev[i] => Some(s),
+                Some(s) if follower => Some(s),
                 _ => {
                     let set = self.cache.set_of(sc.hashes[lead]);
                     if touched[..n_touched].contains(&set) {
@@ -858,28 +907,35 @@ impl Engine {
                             }
                         }
                     }
-                    let rec = self.cache.recording(slot);
-                    if !rec.edit.is_empty() {
-                        apply_edit(frames[i].as_mut(), &sc.hs[i].unpack(), &rec.edit);
+                    if open_slot != Some(slot) {
+                        let rec = self.cache.recording(slot);
+                        edit = rec.edit;
+                        has_edit = !edit.is_empty();
+                        push_run(runs, base + i, rec.verdict);
+                        open_slot = Some(slot);
                     }
-                    out[i] = rec.verdict;
+                    if has_edit {
+                        apply_edit(f.as_mut(), &sc.hs[hsi].unpack(), &edit);
+                    }
                 }
                 None => {
                     misses += 1;
                     hit_prev = None;
+                    open_slot = None;
                     if let Some((s, n, b)) = run.take() {
                         self.count_run(s, n, b);
                     }
-                    let h = sc.hs[i].unpack();
+                    let h = sc.hs[hsi].unpack();
                     let set = self.cache.set_of(sc.hashes[lead]);
-                    out[i] = self.walk_and_cache(
-                        frames[i].as_mut(),
+                    let v = self.walk_and_cache(
+                        f.as_mut(),
                         &h,
                         meta,
                         bytes,
                         &sc.keys[lead],
                         sc.hashes[lead],
                     );
+                    push_run(runs, base + i, v);
                     if n_touched < BURST {
                         touched[n_touched] = set;
                         n_touched += 1;
@@ -1169,10 +1225,24 @@ fn ipv4_head(frame: &[u8]) -> Option<[u64; 5]> {
     Some(out)
 }
 
-/// Equality of two heads without a `memcmp` call.
+/// Whether `frame`'s masked head equals `head`, a valid head of an earlier frame (which
+/// had the IPv4 ethertype and a 20-byte header: the mask covers those bytes, so equality
+/// also says this frame has them). Cheaper than [`ipv4_head`] and [`same_head`]: no
+/// separate ethertype test, one pass.
 #[inline(always)]
-fn same_head(a: &[u64; 5], b: &[u64; 5]) -> bool {
-    a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
+fn same_ipv4_head(frame: &[u8], head: &[u64; 5]) -> bool {
+    let Some(b) = frame
+        .first_chunk::<40>()
+        .filter(|_| frame.len() >= HEAD_MIN_LEN)
+    else {
+        return false;
+    };
+    let (words, _) = b.as_chunks::<8>();
+    let mut d = 0u64;
+    for ((w, m), h) in words.iter().zip(HEAD_MASK).zip(head) {
+        d |= (u64::from_le_bytes(*w) & m) ^ h;
+    }
+    d == 0
 }
 
 /// The flow cache's key for a parsed frame (see [`FlowKey`] for the layout).

@@ -16,7 +16,7 @@ pub mod wire;
 
 pub use engine::{
     CacheStats, Counters, DropCause, Engine, EngineError, Entry, EntryId, EntryRef, Meta, Out,
-    Verdict,
+    Verdict, VerdictRun,
 };
 pub use key::{FieldMatch, PacketKey};
 pub use table::{TableKind, TableShape};

@@ -518,7 +518,9 @@ fn all_counters(e: &Engine) -> Vec<(String, u64, u64)> {
 /// on every entry and every stage's miss. Bursts of 1 to 80 frames (so longer than one
 /// 32-frame chunk), drawn from a small pool so flows repeat back to back (runs), interleave
 /// and miss in the middle of a burst (a new flow, twice in a row), with truncated frames
-/// mixed in; sometimes a write between bursts invalidates the cache.
+/// mixed in; sometimes a write between bursts invalidates the cache. The same bursts
+/// through `process_burst_runs` give maximal verdict runs that expand to the same verdicts,
+/// the same bytes and the same counters.
 #[test]
 fn process_burst_equals_frame_by_frame_processing() {
     let mut frames_total = 0usize;
@@ -532,6 +534,10 @@ fn process_burst_equals_frame_by_frame_processing() {
         plain.set_flow_cache(0);
         // Frame by frame with the cache on: its hit/miss statistics must be the burst's.
         let mut single = Engine::from_ir(&flows, &groups).unwrap();
+        // The same bursts through `process_burst_runs`: maximal runs that expand to the
+        // same verdicts.
+        let mut by_runs = Engine::from_ir(&flows, &groups).unwrap();
+        let mut runs = Vec::new();
         let mut rng = StdRng::seed_from_u64(seed ^ 0xb0b5);
         let mut pool: Vec<(u32, Vec<u8>)> = (0..24)
             .map(|_| {
@@ -550,7 +556,7 @@ fn process_burst_equals_frame_by_frame_processing() {
             if b % 40 == 39 {
                 // A write between bursts: every cached flow is forgotten.
                 let e = flows[rng.random_range(0..flows.len())].clone();
-                for eng in [&mut burst, &mut plain, &mut single] {
+                for eng in [&mut burst, &mut plain, &mut single, &mut by_runs] {
                     eng.remove_flow(&e).unwrap();
                     eng.insert_flow(&e).unwrap();
                 }
@@ -584,6 +590,7 @@ fn process_burst_equals_frame_by_frame_processing() {
                 runs_seen += usize::from(repeat > 1);
             }
             let mut want = frames.clone();
+            let mut run_frames = frames.clone();
             let want_v: Vec<Verdict> = want.iter_mut().map(|f| plain.process(f, in_port)).collect();
             for f in frames.clone().iter_mut() {
                 single.process(f, in_port);
@@ -597,11 +604,46 @@ fn process_burst_equals_frame_by_frame_processing() {
                 &mut verdicts,
             );
             assert_eq!(verdicts, want_v, "seed {seed} burst {b}: verdicts");
+            by_runs.process_burst_runs(
+                &mut run_frames,
+                Meta {
+                    in_port,
+                    tun_id: None,
+                },
+                &mut runs,
+            );
+            assert_eq!(
+                runs.first().map(|r| r.start),
+                Some(0),
+                "seed {seed} burst {b}"
+            );
+            let mut expanded = Vec::new();
+            for (k, r) in runs.iter().enumerate() {
+                let end = runs.get(k + 1).map_or(len, |n| n.start);
+                assert!(end > r.start, "seed {seed} burst {b}: empty run");
+                if let Some(n) = runs.get(k + 1) {
+                    assert_ne!(
+                        n.verdict, r.verdict,
+                        "seed {seed} burst {b}: runs not maximal"
+                    );
+                }
+                expanded.extend(std::iter::repeat_n(r.verdict, end - r.start));
+            }
+            assert_eq!(expanded, want_v, "seed {seed} burst {b}: runs");
+            assert_eq!(
+                run_frames, want,
+                "seed {seed} burst {b}: frames rewritten by runs"
+            );
             assert_eq!(frames, want, "seed {seed} burst {b}: rewritten frames");
             assert_eq!(
                 all_counters(&burst),
                 all_counters(&plain),
                 "seed {seed} burst {b}: counters"
+            );
+            assert_eq!(
+                all_counters(&by_runs),
+                all_counters(&plain),
+                "seed {seed} burst {b}: counters (runs)"
             );
             frames_total += len;
         }
