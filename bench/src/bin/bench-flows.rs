@@ -15,7 +15,10 @@
 //!    flows (flow count unchanged for `--stable-ms`; the time is when that count first
 //!    appeared).
 //! 3. Incremental: `--samples` times, one more port through the API and bound to a spare
-//!    interface; time until the switch holds its egress flow.
+//!    interface; time until the switch holds its egress flow, and the switch's
+//!    acknowledgement of each port's bundle (bundle open to barrier reply, from `ovs-ofctl
+//!    snoop`). Between samples, three bare barriers on a service connection measure the
+//!    switch's own floor for any acknowledgement (`switch_floor_barrier_rtt_ms`).
 //! 4. Raw floor (baseline a): wyvernd stopped, the installed flows dumped to a file, the
 //!    bridge emptied, `ovs-ofctl --bundle add-flows` of that file timed (best of 3); then
 //!    the same file split over `--lanes` + 1 concurrent `ovs-ofctl` processes (best of 3),
@@ -44,6 +47,7 @@ use wyvern_bench::ovs::{
     bind, create_interfaces, flow_count, flow_count_of, iface_name, vsctl_batch, wait_count,
     wait_settled, Snoop, BRIDGE,
 };
+use wyvern_openflow::{ListenAddr, Switch, SwitchConfig};
 use wyvern_testkit::ovs::OvsSandbox;
 use wyvern_testkit::wyvernd::{Wyvernd, WyverndOptions};
 
@@ -367,6 +371,17 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
     log("incremental ports");
     let metrics_before = wyvernd_timings(&metrics_url).await?;
     let snoop = Snoop::start(&sb)?;
+    // The switch's floor, probed between the samples on its own service connection: a bare
+    // barrier (no flow-mod before it) is answered in the main-loop iteration that reads it,
+    // after that iteration's per-port work, so no controller's bundle can be acknowledged
+    // faster. Timed here to the microsecond (the snoop's timestamps have 1 ms resolution).
+    let (probe, _probe_events) = Switch::connect(
+        &ListenAddr::Unix(sb.run_dir().join(format!("{BRIDGE}.mgmt"))),
+        &SwitchConfig::default(),
+    )
+    .await
+    .context("failed to connect to the bridge's management socket")?;
+    let mut floor: Vec<f64> = Vec::new();
     let mut inc = Vec::new();
     for s in 0..args.samples {
         let net_id = {
@@ -418,6 +433,14 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
             }
             std::thread::sleep(Duration::from_millis(1));
         };
+        for k in 0..3 {
+            // Spaced 20 to 59 ms apart so each probe finds the switch idle, as a port's
+            // bundle does.
+            tokio::time::sleep(Duration::from_millis(20 + ((s * 3 + k) * 13 % 40) as u64)).await;
+            let t = Instant::now();
+            probe.barrier().await.context("barrier probe failed")?;
+            floor.push(secs(t.elapsed()) * 1e3);
+        }
         inc.push(json!({
             "api_create_ms": secs(api_done - t_api) * 1e3,
             "bind_write_ms": secs(bind_done - t_bind) * 1e3,
@@ -425,6 +448,8 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
             "api_to_flows_ms": secs(seen - t_api) * 1e3,
         }));
     }
+    drop(probe);
+    floor.sort_by(f64::total_cmp);
     let (flows_with_inc, _) = wait_settled(&sb, stable, timeout, 1)?;
     let bundles = snoop.bundles();
     drop(snoop);
@@ -440,8 +465,21 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         let n = d(&format!("{what}_count"));
         (n > 0.0).then(|| json!({"count": n, "mean_ms": d(&format!("{what}_sum")) * 1e3 / n}))
     };
+    let within: serde_json::Map<String, Value> = SYNC_BOUNDS
+        .iter()
+        .map(|le| {
+            let k = format!("sync_le_{le}");
+            let d = metrics_after[&k].as_f64().unwrap_or(0.0)
+                - metrics_before[&k].as_f64().unwrap_or(0.0);
+            (
+                format!("{}ms", le.parse::<f64>().unwrap_or(0.0) * 1e3),
+                json!(d),
+            )
+        })
+        .collect();
     let wyvernd_side = json!({
         "ofctrl_sync": mean_ms("wyvern_openflow_sync_duration_seconds"),
+        "ofctrl_syncs_within": within,
         "compile": mean_ms("wyvern_pipeline_compile_duration_seconds"),
     });
 
@@ -556,6 +594,9 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
         "incremental_switch_ack_ms": acks,
         "incremental_switch_ack_median_ms": acks.get(acks.len() / 2),
         "incremental_switch_commit_reply_median_ms": commits.get(commits.len() / 2),
+        "switch_floor_barrier_rtt_ms": floor,
+        "switch_floor_barrier_rtt_median_ms": floor.get(floor.len() / 2),
+        "switch_floor_barrier_rtt_p90_ms": floor.get(floor.len() * 9 / 10),
         "incremental_bundles": bundles,
         "incremental_wyvernd_side": wyvernd_side,
         "raw_ofctl_bundle_add_flows_s": raw,
@@ -573,6 +614,9 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
 
 /// wyvernd's own timing histograms (sum and count of ofctrl syncs and compiles), read from
 /// its /metrics: the controller's side of an incremental change.
+/// Bucket bounds of `wyvern_openflow_sync_duration_seconds` the benchmark reports.
+const SYNC_BOUNDS: [&str; 4] = ["0.0025", "0.005", "0.01", "0.025"];
+
 async fn wyvernd_timings(url: &str) -> anyhow::Result<Value> {
     let text = reqwest::get(url).await?.text().await?;
     let mut out = serde_json::Map::new();
@@ -590,6 +634,17 @@ async fn wyvernd_timings(url: &str) -> anyhow::Result<Value> {
                 .sum();
             out.insert(name, json!(v));
         }
+    }
+    // How many ofctrl syncs (bundle written to barrier reply, the controller's view of the
+    // switch's acknowledgement) finished within each bound.
+    for le in SYNC_BOUNDS {
+        let name = format!("wyvern_openflow_sync_duration_seconds_bucket{{le=\"{le}\"}}");
+        let v: f64 = text
+            .lines()
+            .filter(|l| l.starts_with(&name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        out.insert(format!("sync_le_{le}"), json!(v));
     }
     Ok(Value::Object(out))
 }
@@ -873,6 +928,9 @@ fn main() -> anyhow::Result<()> {
             "ovn_after_last_write_over_wyvern": ratio(&ovn["last_write_to_installed_s"], &wyvern["last_write_to_installed_s"]),
             "incremental_bind_to_flows_median_ms": wyvern["incremental_bind_to_flows_median_ms"],
             "incremental_switch_ack_median_ms": wyvern["incremental_switch_ack_median_ms"],
+            "incremental_ofctrl_sync_mean_ms": wyvern["incremental_wyvernd_side"]["ofctrl_sync"]["mean_ms"],
+            "incremental_ofctrl_syncs_within": wyvern["incremental_wyvernd_side"]["ofctrl_syncs_within"],
+            "switch_floor_barrier_rtt_median_ms": wyvern["switch_floor_barrier_rtt_median_ms"],
         },
         "loadavg_1m_before": load_before,
         "loadavg_1m_after": loadavg_1m(),
