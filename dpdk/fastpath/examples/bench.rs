@@ -44,6 +44,8 @@ struct Args {
     /// Modes to run (l2, routed); empty = all.
     only: Vec<String>,
     engine_only: bool,
+    /// Run the fast path on DPDK null ports (false: the engine alone).
+    dpdk: bool,
     /// Distinct flows per direction (UDP source ports cycled through the templates).
     flows: usize,
     /// Prefill the pools with the templates and write only the words that change (true),
@@ -62,6 +64,7 @@ fn parse_args() -> Result<Args> {
         caches: vec![true, false],
         only: Vec::new(),
         engine_only: true,
+        dpdk: true,
         flows: 1,
         prefill: true,
     };
@@ -73,6 +76,13 @@ fn parse_args() -> Result<Args> {
         }
         if k == "--no-engine-only" {
             a.engine_only = false;
+            continue;
+        }
+        if k == "--engine-only" {
+            // The engine alone (no DPDK, no testpmd): quick and deterministic enough for
+            // instruction counts under cachegrind.
+            a.dpdk = false;
+            a.testpmd = false;
             continue;
         }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
@@ -269,9 +279,13 @@ fn main() -> Result<()> {
     }
 
     let prefix = format!("fp-bench-{}", std::process::id());
-    let result = run_dpdk(&args, &prefix, &engine, &modes);
-    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
-    let fastpath = result?;
+    let fastpath = if args.dpdk {
+        let result = run_dpdk(&args, &prefix, &engine, &modes);
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+        result?
+    } else {
+        Value::Array(Vec::new())
+    };
 
     let testpmd = if args.testpmd {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench-testpmd.sh");

@@ -262,9 +262,7 @@ impl<'p> FastPath<'p> {
             let mut runs = std::mem::take(&mut self.runs);
             let tpl = &mut self.templates[pi];
             if tpl.words != 0 {
-                for m in rx.iter_mut() {
-                    tpl.write(m.data_mut());
-                }
+                tpl.write_burst(&mut rx);
             }
             eng.process_burst_runs(
                 &mut rx,
@@ -523,6 +521,35 @@ impl RxGenerator {
             .fold(0u8, |acc, q| acc | 3 << (2 * q))
     }
 
+    /// [`RxGenerator::write`] on every frame of a burst; with one template and 64-byte
+    /// frames the per-frame choices (template, quarters) are made once per burst.
+    #[inline]
+    pub fn write_burst<F: AsMut<[u8]>>(&mut self, frames: &mut [F]) {
+        if self.words == 0 {
+            return;
+        }
+        if let ([t], q) = (&self.frames[..], self.quarters) {
+            let (src, _) = t.as_chunks::<16>();
+            let (a, b) = (src[0], src[1]);
+            // The routed case (MACs, TTL and checksum restored): bytes 0..32.
+            if q == 0b0011 {
+                for f in frames.iter_mut() {
+                    if let Some(d) = f.as_mut().first_chunk_mut::<{ Self::FIXED }>() {
+                        let (d, _) = d.as_chunks_mut::<16>();
+                        d[0] = a;
+                        d[1] = b;
+                        continue;
+                    }
+                    self.write(f.as_mut());
+                }
+                return;
+            }
+        }
+        for f in frames.iter_mut() {
+            self.write(f.as_mut());
+        }
+    }
+
     /// Writes the next template's words into `d` (a frame shorter than 64 bytes gets the
     /// whole template cut to its length).
     #[inline]
@@ -594,5 +621,64 @@ impl OfportIndex {
             OfportIndex::Few(v) => v.iter().position(|o| *o == ofport),
             OfportIndex::Many(m) => m.get(&ofport).copied(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RxGenerator;
+
+    fn frames() -> Vec<Vec<u8>> {
+        // Two 60-byte templates that differ in byte 35 only (word 4, quarter 2).
+        let a: Vec<u8> = (0u8..60).collect();
+        let mut b = a.clone();
+        b[35] = 0xee;
+        vec![a, b]
+    }
+
+    #[test]
+    fn diff_mask_names_the_differing_and_the_rewritten_words() {
+        assert_eq!(RxGenerator::diff_mask(&frames(), 0), 0b0001_0000);
+        assert_eq!(RxGenerator::diff_mask(&frames(), 0b0000_1111), 0b0001_1111);
+        assert_eq!(RxGenerator::diff_mask(&frames()[..1], 0), 0);
+        // The mask written is widened to whole 16-byte quarters.
+        assert_eq!(
+            RxGenerator::words(&frames(), 0b0001_0000).mask(),
+            0b0011_0000
+        );
+        assert_eq!(
+            RxGenerator::words(&[], 0xff).mask(),
+            0,
+            "no templates: no writes"
+        );
+    }
+
+    /// Frames prefilled with the first template and given only the mask's words are the
+    /// templates in turn, byte for byte; the burst form (its one-template fast path
+    /// included) writes what the per-frame form writes.
+    #[test]
+    fn word_writes_on_prefilled_frames_give_the_templates() {
+        let t = frames();
+        let mut g = RxGenerator::words(&t, RxGenerator::diff_mask(&t, 0));
+        let mut pad = t[0].clone();
+        pad.resize(64, 0);
+        for k in 0..4 {
+            let mut f = pad.clone();
+            g.write(&mut f);
+            assert_eq!(&f[..60], &t[k % 2][..], "frame {k}");
+        }
+        // One template, the routed mask (bytes 0..32 restored after a rewrite).
+        let one = vec![t[0].clone()];
+        let mut fast = RxGenerator::words(&one, 0b0000_1111);
+        let mut slow = fast.clone();
+        let mut burst: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 64]).collect();
+        let mut each = burst.clone();
+        fast.write_burst(&mut burst);
+        for f in each.iter_mut() {
+            slow.write(f);
+        }
+        assert_eq!(burst, each);
+        assert_eq!(&burst[3][..32], &t[0][..32]);
+        assert!(burst[3][32..].iter().all(|b| *b == 3), "the rest untouched");
     }
 }

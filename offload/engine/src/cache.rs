@@ -81,6 +81,29 @@ pub(crate) struct Recording {
     pub(crate) overflow: bool,
     /// The walk's verdict (set before the recording is cached).
     pub(crate) verdict: Verdict,
+    /// [`verdict_key`] of the verdict (set by [`Recording::seal`]).
+    pub(crate) vkey: u64,
+}
+
+/// A verdict as one number when it fits (unicast and drops; 0 otherwise), so equal
+/// verdicts of different flows are told apart with one compare instead of an enum
+/// comparison per frame: two non-zero keys are equal exactly when the verdicts are.
+#[inline]
+pub(crate) fn verdict_key(v: &Verdict) -> u64 {
+    match *v {
+        Verdict::Output(crate::engine::Out::Port(p)) => 1 << 40 | u64::from(p),
+        Verdict::Drop { stage, cause } => {
+            let c = match cause {
+                DropCause::Miss => 0,
+                DropCause::Flow => 1,
+                DropCause::TtlExpired => 2,
+                DropCause::Hairpin => 3,
+                DropCause::Malformed => 4,
+            };
+            2 << 40 | (stage.index() as u64) << 8 | c
+        }
+        _ => 0,
+    }
 }
 
 impl Default for Recording {
@@ -95,11 +118,18 @@ impl Default for Recording {
                 stage: Stage::Classify,
                 cause: DropCause::Flow,
             },
+            vkey: 0,
         }
     }
 }
 
 impl Recording {
+    /// Precomputes what a replay reads (once, when the recording is cached).
+    pub(crate) fn seal(&mut self) {
+        self.edit.seal();
+        self.vkey = verdict_key(&self.verdict);
+    }
+
     #[inline]
     pub(crate) fn hit(&mut self, idx: u32) {
         match self.hits.get_mut(usize::from(self.n_hits)) {

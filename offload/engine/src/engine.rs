@@ -14,7 +14,7 @@ use wyvern_pipeline::{
 use crate::cache::{Edit, FlowCache, FlowKey, Recording, Rewrite, DEFAULT_CACHE_SLOTS};
 use crate::key::{from_ir_match, full_mask, mac_u64, slot, FieldMatch, PacketKey};
 use crate::table::{EntryStore, Table, TableShape};
-use crate::wire::{dec_ttl_in_place, ArpPacket, EthernetFrame, Headers, Ipv4Packet};
+use crate::wire::{dec_ttl_in_place_replay, ArpPacket, EthernetFrame, Headers, Ipv4Packet};
 
 const NUM_STAGES: usize = STAGES.len();
 
@@ -802,14 +802,15 @@ impl Engine {
         // Whether a frame was parsed yet, and the leader of the last one parsed.
         let mut prev = false;
         let mut prev_lead = 0usize;
-        // The previous parsed frame's masked IPv4 head, when it has one (see `ipv4_head`).
+        // The previous parsed frame's masked IPv4 head, when it has one (see `masked_head`).
         let mut prev_head: Option<[u64; 5]> = None;
         for (i, f) in frames[..n].iter_mut().enumerate() {
             let frame = f.as_mut();
             sc.lens[i] = frame.len() as u64;
             let bit = 1u32 << i;
-            if let (true, Some(ph)) = (prev, &prev_head) {
-                if same_ipv4_head(frame, ph) {
+            let head = masked_head(frame);
+            if let (true, Some(ph), Some(h)) = (prev, &prev_head, &head) {
+                if same_head(ph, h) {
                     // The previous frame's flow: its parse and key hold for this one.
                     ok |= bit;
                     follows |= bit;
@@ -817,15 +818,17 @@ impl Engine {
                     continue;
                 }
             }
-            prev_head = ipv4_head(frame);
+            prev_head = head.filter(is_ipv4_head);
             match Headers::parse(frame) {
                 Ok(h) => {
                     ok |= bit;
                     let key = flow_key(frame, &h, meta);
-                    if prev && sc.keys[prev_lead].same(&key) {
+                    // The hash first: different flows mostly differ there.
+                    let hash = FlowCache::hash(&key);
+                    if prev && sc.hashes[prev_lead] == hash && sc.keys[prev_lead].same(&key) {
                         follows |= bit;
                     } else {
-                        sc.hashes[i] = FlowCache::hash(&key);
+                        sc.hashes[i] = hash;
                         sc.keys[i] = key;
                         prev_lead = i;
                     }
@@ -847,13 +850,16 @@ impl Engine {
         // The slot the previous parsed frame hit, while no walk has happened since: a
         // frame that follows it hits the same slot (only a walk changes the cache).
         let mut hit_prev: Option<usize> = None;
-        // The slot whose verdict the open verdict run (`runs.last()`) has, and its edit.
+        // The slot whose verdict the open verdict run (`runs.last()`) has, and whether its
+        // recording rewrites frames.
         let mut open_slot: Option<usize> = None;
-        let mut edit = Edit::default();
         let mut has_edit = false;
+        // `verdict_key` of the open run's verdict (0: unknown, compare in full).
+        let mut open_vkey = 0u64;
         // The frame whose key (`lead`) and parse (`hsi`) the current frame uses.
         let (mut lead, mut hsi) = (0usize, 0usize);
-        let (mut hits, mut misses) = (0u64, 0u64);
+        // Lookups that missed (every other parsed frame hit).
+        let mut misses = 0u64;
         // Sets a walk in this chunk cached a flow into: a probe of such a set made before
         // the walk may be stale (the new flow pushed way 0 into way 1 and way 1 out);
         // every other set is as it was.
@@ -871,6 +877,7 @@ impl Engine {
                     },
                 );
                 open_slot = None;
+                open_vkey = 0;
                 continue;
             }
             let follower = follows & bit != 0;
@@ -894,7 +901,6 @@ impl Engine {
             };
             match slot {
                 Some(slot) => {
-                    hits += 1;
                     hit_prev = Some(slot);
                     match &mut run {
                         Some((s, n, b)) if *s == slot => {
@@ -907,21 +913,24 @@ impl Engine {
                             }
                         }
                     }
+                    let rec = self.cache.recording(slot);
                     if open_slot != Some(slot) {
-                        let rec = self.cache.recording(slot);
-                        edit = rec.edit;
-                        has_edit = !edit.is_empty();
-                        push_run(runs, base + i, rec.verdict);
+                        has_edit = !rec.edit.is_empty();
+                        if rec.vkey == 0 || rec.vkey != open_vkey {
+                            push_run(runs, base + i, rec.verdict);
+                        }
+                        open_vkey = rec.vkey;
                         open_slot = Some(slot);
                     }
                     if has_edit {
-                        apply_edit(f.as_mut(), &sc.hs[hsi].unpack(), &edit);
+                        apply_edit(f.as_mut(), &sc.hs[hsi].unpack(), &rec.edit);
                     }
                 }
                 None => {
                     misses += 1;
                     hit_prev = None;
                     open_slot = None;
+                    open_vkey = 0;
                     if let Some((s, n, b)) = run.take() {
                         self.count_run(s, n, b);
                     }
@@ -943,7 +952,8 @@ impl Engine {
                 }
             }
         }
-        self.cache.add_counts(hits, misses);
+        self.cache
+            .add_counts(u64::from(ok.count_ones()) - misses, misses);
         if let Some((s, n, b)) = run {
             self.count_run(s, n, b);
         }
@@ -980,7 +990,7 @@ impl Engine {
         let verdict = self.walk(frame, h, key, meta, bytes, &mut rec);
         if !rec.overflow {
             rec.verdict = verdict;
-            rec.edit.seal();
+            rec.seal();
             self.cache.put(fk, hash, rec);
         }
         verdict
@@ -1165,9 +1175,9 @@ fn apply_edit(frame: &mut [u8], h: &Headers, e: &Edit) {
             .and_then(|b| b.first_chunk_mut::<12>())
         {
             // One decrement per router crossed: the usual case without a loop.
-            dec_ttl_in_place(ip);
+            dec_ttl_in_place_replay(ip);
             for _ in 1..e.dec_ttl {
-                dec_ttl_in_place(ip);
+                dec_ttl_in_place_replay(ip);
             }
         }
     }
@@ -1190,7 +1200,7 @@ fn apply_edit(frame: &mut [u8], h: &Headers, e: &Edit) {
 
 /// Frames of at least this many bytes have room for an IPv4 header without options and
 /// 8 bytes of UDP or ICMP header after it, so their parse depends only on their bytes
-/// 12..38 (see [`ipv4_head`]).
+/// 12..38 (see [`masked_head`]).
 const HEAD_MIN_LEN: usize = 42;
 
 /// Words of bytes 0..40 whose bits `Headers::parse` and `flow_key` read in an IPv4 frame
@@ -1206,15 +1216,15 @@ const HEAD_MASK: [u64; 5] = [
     0x0000_ffff_ffff_ffff,
 ];
 
-/// The masked head of an IPv4 frame without IP options and of at least [`HEAD_MIN_LEN`]
-/// bytes; `None` for any other frame. Two frames with equal heads parse to the same
-/// [`Headers`] (ethertype, IPv4 at 14, UDP or ICMP at 34 or neither: the length checks all
-/// pass at 42 bytes) and have the same [`FlowKey`] on one port, so a burst's next packet
-/// of the same flow skips its parse and key: the packets of one flow differ in IP id,
-/// length and checksum, which neither reads.
+/// The masked head of a frame of at least [`HEAD_MIN_LEN`] bytes (`None` if shorter).
+/// When it is an IPv4 head ([`is_ipv4_head`]: IPv4 ethertype, a 20-byte header), two
+/// frames with equal heads parse to the same [`Headers`] (ethertype, IPv4 at 14, UDP or
+/// ICMP at 34 or neither: the length checks all pass at 42 bytes) and have the same
+/// [`FlowKey`] on one port, so a burst's next packet of the same flow skips its parse and
+/// key: the packets of one flow differ in IP id, length and checksum, which neither reads.
 #[inline(always)]
-fn ipv4_head(frame: &[u8]) -> Option<[u64; 5]> {
-    if frame.len() < HEAD_MIN_LEN || frame[12..15] != [0x08, 0x00, 0x45] {
+fn masked_head(frame: &[u8]) -> Option<[u64; 5]> {
+    if frame.len() < HEAD_MIN_LEN {
         return None;
     }
     let (words, _) = frame.first_chunk::<40>()?.as_chunks::<8>();
@@ -1225,24 +1235,16 @@ fn ipv4_head(frame: &[u8]) -> Option<[u64; 5]> {
     Some(out)
 }
 
-/// Whether `frame`'s masked head equals `head`, a valid head of an earlier frame (which
-/// had the IPv4 ethertype and a 20-byte header: the mask covers those bytes, so equality
-/// also says this frame has them). Cheaper than [`ipv4_head`] and [`same_head`]: no
-/// separate ethertype test, one pass.
+/// Whether a masked head has bytes 12..15 = 08 00 45 (read little-endian from word 1).
 #[inline(always)]
-fn same_ipv4_head(frame: &[u8], head: &[u64; 5]) -> bool {
-    let Some(b) = frame
-        .first_chunk::<40>()
-        .filter(|_| frame.len() >= HEAD_MIN_LEN)
-    else {
-        return false;
-    };
-    let (words, _) = b.as_chunks::<8>();
-    let mut d = 0u64;
-    for ((w, m), h) in words.iter().zip(HEAD_MASK).zip(head) {
-        d |= (u64::from_le_bytes(*w) & m) ^ h;
-    }
-    d == 0
+fn is_ipv4_head(h: &[u64; 5]) -> bool {
+    (h[1] >> 32) & 0x00ff_ffff == 0x0045_0008
+}
+
+/// Equality of two heads without a `memcmp` call.
+#[inline(always)]
+fn same_head(a: &[u64; 5], b: &[u64; 5]) -> bool {
+    a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// The flow cache's key for a parsed frame (see [`FlowKey`] for the layout).
