@@ -43,6 +43,9 @@ pub(crate) struct Edit {
     /// Both MACs as the frame's first 12 bytes, when both are rewritten (routing): one
     /// 12-byte write instead of two tested 6-byte ones. Set by [`Edit::seal`].
     pub(crate) macs: Option<[u8; 12]>,
+    /// The plain routing edit (both MACs, one TTL decrement, nothing else): its MAC bytes.
+    /// Set by [`Edit::seal`]; the replay then needs no per-rewrite tests.
+    pub(crate) route: Option<[u8; 12]>,
 }
 
 impl Edit {
@@ -57,6 +60,9 @@ impl Edit {
             }
             _ => None,
         };
+        self.route = self
+            .macs
+            .filter(|_| self.dec_ttl == 1 && self.arp_reply.is_none());
     }
 
     /// Nothing to do (the L2 case): one test instead of four.

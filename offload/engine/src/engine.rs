@@ -923,7 +923,11 @@ impl Engine {
                         open_slot = Some(slot);
                     }
                     if has_edit {
-                        apply_edit(f.as_mut(), &sc.hs[hsi].unpack(), &rec.edit);
+                        match rec.edit.route {
+                            // IPv4 right after the Ethernet header: the usual routed frame.
+                            Some(m) if sc.hs[hsi].ipv4 == 14 => route_edit(f.as_mut(), &m),
+                            _ => apply_edit(f.as_mut(), &sc.hs[hsi].unpack(), &rec.edit),
+                        }
                     }
                 }
                 None => {
@@ -1195,6 +1199,22 @@ fn apply_edit(frame: &mut [u8], h: &Headers, e: &Edit) {
     }
     if let Some(m) = e.arp_reply {
         apply_rewrite(frame, h, Rewrite::ArpReply(m));
+    }
+}
+
+/// [`apply_edit`] for [`Edit::route`] on a frame whose IPv4 header starts at byte 14:
+/// both MACs in one 12-byte write, one TTL decrement with its checksum update. The same
+/// bytes as `apply_edit` (which does the same writes one rewrite at a time).
+#[inline(always)]
+fn route_edit(frame: &mut [u8], macs: &[u8; 12]) {
+    if let Some((eth, rest)) = frame
+        .first_chunk_mut::<26>()
+        .and_then(|b| b.split_first_chunk_mut::<12>())
+    {
+        *eth = *macs;
+        if let Some(ip) = rest.last_chunk_mut::<12>() {
+            dec_ttl_in_place_replay(ip);
+        }
     }
 }
 
