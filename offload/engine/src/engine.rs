@@ -794,6 +794,9 @@ impl Engine {
         sc: &mut Scratch,
     ) {
         let n = frames.len().min(BURST);
+        if self.uniform_chunk(&mut frames[..n], meta, base, runs) {
+            return;
+        }
         // Step 1: parse, key and hash. Bit i of `ok`: frame i parsed; of `follows`: its
         // key is the previous parsed frame's (the next packet of the same flow), so it
         // shares its leader's key, hash and probe; of `same_parse`: its parse is the
@@ -961,6 +964,69 @@ impl Engine {
         if let Some((s, n, b)) = run {
             self.count_run(s, n, b);
         }
+    }
+
+    /// The chunk when every frame follows the first (one IPv4 flow, the same masked head)
+    /// and the first hits the cache: then every frame hits that slot (no walk can come
+    /// between), so the whole chunk is one counter run, one verdict run and one edit
+    /// replayed per frame, with one parse, key and probe for the chunk. Exactly what the
+    /// general path does for such a chunk, in one tight pass; returns false (having
+    /// changed nothing) for any other chunk, which then takes the general path.
+    #[inline(always)]
+    fn uniform_chunk<F: AsMut<[u8]>>(
+        &mut self,
+        frames: &mut [F],
+        meta: Meta,
+        base: usize,
+        runs: &mut Vec<VerdictRun>,
+    ) -> bool {
+        let Some((first, rest)) = frames.split_first_mut() else {
+            return false;
+        };
+        if rest.is_empty() {
+            return false;
+        }
+        let f0 = first.as_mut();
+        let Some(head) = masked_head(f0).filter(is_ipv4_head) else {
+            return false;
+        };
+        let mut bytes = f0.len() as u64;
+        for f in rest.iter_mut() {
+            let f = f.as_mut();
+            if !same_ipv4_head(f, &head) {
+                return false;
+            }
+            bytes += f.len() as u64;
+        }
+        let f0 = first.as_mut();
+        let Ok(h) = Headers::parse(f0) else {
+            return false;
+        };
+        let key = flow_key(f0, &h, meta);
+        let Some(slot) = self.cache.probe(&key, FlowCache::hash(&key)) else {
+            return false;
+        };
+        let n = frames.len() as u64;
+        self.cache.add_counts(n, 0);
+        self.count_run(slot, n, bytes);
+        let rec = self.cache.recording(slot);
+        push_run(runs, base, rec.verdict);
+        let e = &rec.edit;
+        if !e.is_empty() {
+            match e.route {
+                Some(m) if h.ipv4 == Some(14) => {
+                    for f in frames.iter_mut() {
+                        route_edit(f.as_mut(), &m);
+                    }
+                }
+                _ => {
+                    for f in frames.iter_mut() {
+                        apply_edit(f.as_mut(), &h, e);
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// Counts a run of `packets` cache hits on `slot` totalling `bytes`.
@@ -1259,6 +1325,25 @@ fn masked_head(frame: &[u8]) -> Option<[u64; 5]> {
 #[inline(always)]
 fn is_ipv4_head(h: &[u64; 5]) -> bool {
     (h[1] >> 32) & 0x00ff_ffff == 0x0045_0008
+}
+
+/// Whether `frame` has the masked head `head`, a valid IPv4 head of another frame (the
+/// mask covers the ethertype and version/IHL bytes, so equality says this frame has
+/// them too): [`masked_head`] and [`same_head`] in one pass.
+#[inline(always)]
+fn same_ipv4_head(frame: &[u8], head: &[u64; 5]) -> bool {
+    let Some(b) = frame
+        .first_chunk::<40>()
+        .filter(|_| frame.len() >= HEAD_MIN_LEN)
+    else {
+        return false;
+    };
+    let (words, _) = b.as_chunks::<8>();
+    let mut d = 0u64;
+    for ((w, m), h) in words.iter().zip(HEAD_MASK).zip(head) {
+        d |= (u64::from_le_bytes(*w) & m) ^ h;
+    }
+    d == 0
 }
 
 /// Equality of two heads without a `memcmp` call.

@@ -525,6 +525,7 @@ fn all_counters(e: &Engine) -> Vec<(String, u64, u64)> {
 fn process_burst_equals_frame_by_frame_processing() {
     let mut frames_total = 0usize;
     let mut runs_seen = 0usize;
+    let mut uniform_bursts = 0usize;
     for seed in 0..6u64 {
         let s = build(seed);
         let flows: Vec<Flow> = s.w.compiler.flows().cloned().collect();
@@ -562,8 +563,29 @@ fn process_burst_equals_frame_by_frame_processing() {
                 }
             }
             let in_port = pool[rng.random_range(0..pool.len())].0;
-            let len = rng.random_range(1..=80usize);
+            // Every 7th burst is one flow throughout (whole 32-frame chunks of one flow:
+            // the engine's uniform-chunk path), the rest a random mix.
+            let uniform = b % 7 == 3;
+            let len = if uniform {
+                [2, 31, 32, 33, 64, 80][rng.random_range(0..6usize)]
+            } else {
+                rng.random_range(1..=80usize)
+            };
             let mut frames: Vec<Vec<u8>> = Vec::with_capacity(len);
+            if uniform {
+                let f = &pool[rng.random_range(0..pool.len())].1;
+                for k in 0..len {
+                    let mut g = f.clone();
+                    if k % 2 == 1 && g.len() >= 34 && g[12..15] == [8, 0, 0x45] {
+                        g[18] = g[18].wrapping_add(k as u8);
+                        if let Ok(mut ip) = Ipv4Packet::new_checked(&mut g[14..]) {
+                            ip.fill_checksum();
+                        }
+                    }
+                    frames.push(g);
+                }
+                uniform_bursts += 1;
+            }
             while frames.len() < len {
                 let f = &pool[rng.random_range(0..pool.len())].1;
                 let mut f = f.clone();
@@ -656,4 +678,5 @@ fn process_burst_equals_frame_by_frame_processing() {
     }
     assert!(frames_total > 20_000, "{frames_total} frames");
     assert!(runs_seen > 1000, "{runs_seen} runs of one flow");
+    assert!(uniform_bursts > 90, "{uniform_bursts} bursts of one flow");
 }
