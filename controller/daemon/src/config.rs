@@ -263,6 +263,11 @@ pub struct Args {
     /// Seconds the chassis registration outlives a dead wyvernd [default: 10].
     #[arg(long, env = "WYVERN_CHASSIS_LEASE_TTL")]
     pub chassis_lease_ttl: Option<u64>,
+    /// Milliseconds another chassis' registration must stay gone before this host believes
+    /// it (drops its tunnels; as janitor, sets its ports DOWN): a lease re-granted within it
+    /// after a short etcd outage changes nothing [default: 5000].
+    #[arg(long, env = "WYVERN_CHASSIS_VANISH_GRACE_MS")]
+    pub chassis_vanish_grace_ms: Option<u64>,
     /// Mirror the whole topology or only what local ports reach [default: selective with
     /// --chassis-name, else full].
     #[arg(long, env = "WYVERN_SYNC", value_enum)]
@@ -403,6 +408,7 @@ pub struct FileConfig {
     pub tunnel_ip: Option<Ipv4Addr>,
     pub chassis_offload: Option<Vec<String>>,
     pub chassis_lease_ttl: Option<u64>,
+    pub chassis_vanish_grace_ms: Option<u64>,
     pub sync: Option<SyncArg>,
 }
 
@@ -538,6 +544,12 @@ impl Config {
                         .unwrap_or(10)
                         .max(1),
                 ),
+                vanish_grace: args
+                    .chassis_vanish_grace_ms
+                    .or(file.chassis_vanish_grace_ms)
+                    .map_or(wyvern_local::chassis::DEFAULT_VANISH_GRACE, |ms| {
+                        std::time::Duration::from_millis(ms)
+                    }),
             }
         });
         let p4 = match args.p4runtime.or(file.p4runtime) {

@@ -50,6 +50,9 @@ pub struct ChassisConfig {
     pub offload: Vec<String>,
     /// How long the registration outlives this process.
     pub lease_ttl: Duration,
+    /// How long another host's registration must stay gone before this host believes it
+    /// ([`follow`]; [`DEFAULT_VANISH_GRACE`] unless configured).
+    pub vanish_grace: Duration,
 }
 
 /// Default grace of [`follow`]: how long another host's registration must stay gone before

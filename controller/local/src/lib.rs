@@ -35,6 +35,7 @@ use wyvern_ovsdb::{BindingEvent, BindingWatch, BridgeConfig, Client, DatapathTyp
 use wyvern_pipeline::{Bindings, CompileConfig, CompileError, Compiler, Delta, KeyKind};
 use wyvern_store::{Revision, Store, StoreError, Txn};
 
+use crate::chassis::ChassisMsg;
 use crate::mirror::{change_from_events, decode, MODEL_PREFIX};
 
 /// Where this host's keys live in the store: `/wyvern/local/keys/<kind>/<uuid>` = key.
@@ -297,7 +298,14 @@ impl LocalController {
                         ip,
                     ));
                 }
-                Some(follow_chassis(store.clone(), rev, guard))
+                Some(chassis::follow(
+                    store.clone(),
+                    rev,
+                    &kvs,
+                    Some(&c.name),
+                    c.vanish_grace,
+                    guard,
+                ))
             }
             None => None,
         };
@@ -884,6 +892,22 @@ impl LocalController {
         let Some(me) = self.chassis.clone() else {
             return;
         };
+        if matches!(msg, ChassisMsg::Reregistered) {
+            // Our registration was created anew (the lease lapsed for longer than the
+            // others' grace): a janitor may have set our ports DOWN meanwhile, so report
+            // every port bound here ACTIVE again.
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let ports = chassis::own_ports_active(&st.topo, &st.bindings, &me);
+            tracing::warn!(
+                chassis = %me,
+                ports = ports.len(),
+                "own chassis registration re-created; reporting bound ports active again"
+            );
+            for s in ports {
+                let _ = status_tx.send(s);
+            }
+            return;
+        }
         let view = {
             let mut view = self.chassis_view.write().unwrap_or_else(|e| e.into_inner());
             let changed = match msg {
@@ -903,6 +927,7 @@ impl LocalController {
                         gone.is_some()
                     }
                 },
+                ChassisMsg::Reregistered => false,
             };
             if !changed {
                 return;
@@ -986,62 +1011,6 @@ fn report_down_if_orphaned(
             host: None,
         });
     }
-}
-
-/// What the chassis follower reports to the loop.
-enum ChassisMsg {
-    /// Every registration (after a watch had to be reopened from scratch).
-    Snapshot(Vec<wyvern_store::KeyValue>),
-    Event(wyvern_store::Event),
-}
-
-/// Follows `/wyvern/chassis/` from `rev` on, resyncing on a broken watch; holds this host's
-/// registration guard for as long as the loop runs.
-fn follow_chassis(
-    store: Arc<dyn Store>,
-    rev: Revision,
-    guard: wyvern_store::LeaseGuard,
-) -> mpsc::UnboundedReceiver<ChassisMsg> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let _guard = guard;
-        let mut from = Revision(rev.0 + 1);
-        loop {
-            match store.watch(chassis::CHASSIS_PREFIX, from).await {
-                Ok(mut w) => {
-                    while let Some(ev) = w.next().await {
-                        match ev {
-                            Ok(ev) => {
-                                from = Revision(ev.revision().0 + 1);
-                                if tx.send(ChassisMsg::Event(ev)).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "chassis watch ended; resyncing");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "failed to watch chassis; retrying"),
-            }
-            if tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            match store.range(chassis::CHASSIS_PREFIX).await {
-                Ok((kvs, r)) => {
-                    from = Revision(r.0 + 1);
-                    if tx.send(ChassisMsg::Snapshot(kvs)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "failed to read chassis"),
-            }
-        }
-    });
-    rx
 }
 
 async fn next_watch(

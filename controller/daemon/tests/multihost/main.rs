@@ -27,6 +27,9 @@ use lab::{id, Api, Vm, LONG, WYVERND};
 
 /// Seconds a dead host's registration outlives it (short, so the test sees it expire).
 const LEASE_TTL: u64 = 3;
+/// How long a vanished chassis is held back before the others believe it (wyvernd's
+/// `--chassis-vanish-grace-ms`).
+const VANISH_GRACE_MS: u64 = 1000;
 
 /// One compute host: its OVS (in its own namespace), its wyvernd, its underlay address.
 struct Host {
@@ -92,6 +95,8 @@ impl Host {
             .arg(&ip)
             .arg("--chassis-lease-ttl")
             .arg(LEASE_TTL.to_string())
+            .arg("--chassis-vanish-grace-ms")
+            .arg(VANISH_GRACE_MS.to_string())
             .start()
             .context("failed to start wyvernd")?;
         wait_until("wyvernd to program br-int", LONG, || {
@@ -367,7 +372,8 @@ async fn three_hosts_overlay_dhcp_routing_and_host_failure() -> anyhow::Result<(
         3,
         "vm1 -> vm2 with host3 dead"
     );
-    // Its chassis lease expires and its port goes DOWN (written by a surviving host).
+    // Its chassis lease expires, the others hold that back for the vanish grace, and then
+    // its port goes DOWN (written by a surviving host).
     let vm3_port = id(&mh.vm("vm3").port);
     mh.wait_port(&vm3_port, |p| p["status"] == json!("DOWN"))
         .await
@@ -380,8 +386,8 @@ async fn three_hosts_overlay_dhcp_routing_and_host_failure() -> anyhow::Result<(
         })?;
     let down_after = killed.elapsed();
     assert!(
-        down_after >= Duration::from_secs(LEASE_TTL - 1),
-        "DOWN after {down_after:?}: before the lease could expire"
+        down_after >= Duration::from_secs(LEASE_TTL - 1) + Duration::from_millis(VANISH_GRACE_MS),
+        "DOWN after {down_after:?}: before the lease could expire and the grace pass"
     );
     assert_eq!(
         vm1.ping_burst(&vm2.ip().to_string())?,
