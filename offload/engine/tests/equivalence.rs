@@ -496,6 +496,20 @@ fn counters_count_what_matched() {
     );
 }
 
+/// Another packet of `f`'s flow: `k` added to its IPv4 id and the checksum fixed, bytes the
+/// burst's same-flow shortcuts must ignore, as the pipeline does. Other frames come back as
+/// they are.
+fn same_flow_packet(f: &[u8], k: usize) -> Vec<u8> {
+    let mut g = f.to_vec();
+    if g.len() >= 34 && g[12..15] == [8, 0, 0x45] {
+        g[18] = g[18].wrapping_add(k as u8);
+        if let Ok(mut ip) = Ipv4Packet::new_checked(&mut g[14..]) {
+            ip.fill_checksum();
+        }
+    }
+    g
+}
+
 /// Every entry's and every stage's miss counters, for comparing two engines built alike.
 fn all_counters(e: &Engine) -> Vec<(String, u64, u64)> {
     let mut v = Vec::new();
@@ -575,14 +589,11 @@ fn process_burst_equals_frame_by_frame_processing() {
             if uniform {
                 let f = &pool[rng.random_range(0..pool.len())].1;
                 for k in 0..len {
-                    let mut g = f.clone();
-                    if k % 2 == 1 && g.len() >= 34 && g[12..15] == [8, 0, 0x45] {
-                        g[18] = g[18].wrapping_add(k as u8);
-                        if let Ok(mut ip) = Ipv4Packet::new_checked(&mut g[14..]) {
-                            ip.fill_checksum();
-                        }
-                    }
-                    frames.push(g);
+                    frames.push(if k % 2 == 1 {
+                        same_flow_packet(f, k)
+                    } else {
+                        f.clone()
+                    });
                 }
                 uniform_bursts += 1;
             }
@@ -598,16 +609,11 @@ fn process_burst_equals_frame_by_frame_processing() {
                     1
                 };
                 for k in 0..repeat.min(len - frames.len()) {
-                    let mut g = f.clone();
-                    // Packets of one flow differ in IP id (and so checksum): bytes the
-                    // burst's same-flow shortcut must ignore, as the pipeline does.
-                    if k % 2 == 1 && g.len() >= 34 && g[12..15] == [8, 0, 0x45] {
-                        g[18] = g[18].wrapping_add(k as u8);
-                        if let Ok(mut ip) = Ipv4Packet::new_checked(&mut g[14..]) {
-                            ip.fill_checksum();
-                        }
-                    }
-                    frames.push(g);
+                    frames.push(if k % 2 == 1 {
+                        same_flow_packet(&f, k)
+                    } else {
+                        f.clone()
+                    });
                 }
                 runs_seen += usize::from(repeat > 1);
             }
@@ -723,17 +729,7 @@ fn routed_one_flow_bursts_equal_frame_by_frame() {
         for b in 0..60 {
             let (in_port, f) = &routed[b % routed.len()];
             let len = [2, 31, 32, 33, 64, 80][b % 6];
-            let frames: Vec<Vec<u8>> = (0..len)
-                .map(|k| {
-                    let mut g = f.clone();
-                    // Packets of one flow differ in IP id (and so checksum).
-                    g[18] = g[18].wrapping_add(k as u8);
-                    if let Ok(mut ip) = Ipv4Packet::new_checked(&mut g[14..]) {
-                        ip.fill_checksum();
-                    }
-                    g
-                })
-                .collect();
+            let frames: Vec<Vec<u8>> = (0..len).map(|k| same_flow_packet(f, k)).collect();
             let mut want = frames.clone();
             let want_v: Vec<Verdict> = want
                 .iter_mut()
