@@ -93,6 +93,26 @@ pub fn prom_sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// Sum of every sample of metric `name` (all label sets) in a Prometheus scrape.
+pub fn prom_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let rest = if let Some(r) = rest.strip_prefix('{') {
+                &r[r.find('}')? + 1..]
+            } else {
+                rest
+            };
+            rest.strip_prefix(' ')?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum()
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (for a daemon's listen flag).
 pub fn free_local_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -103,6 +123,13 @@ pub fn free_local_port() -> std::io::Result<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_sums_over_labels() {
+        let text = "# HELP x y\nfoo_total{a=\"1\"} 2\nfoo_total{a=\"2\"} 3.5\nfoo_total_other 9\nfoo_total 1\n";
+        assert_eq!(prom_sum(text, "foo_total"), 6.5);
+        assert_eq!(prom_sum(text, "bar"), 0.0);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

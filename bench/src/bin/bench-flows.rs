@@ -42,11 +42,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::{json, Value};
-use wyvern_bench::loadavg_1m;
 use wyvern_bench::ovs::{
     bind, create_interfaces, flow_count, flow_count_of, iface_name, vsctl_batch, wait_count,
     wait_settled, Snoop, BRIDGE,
 };
+use wyvern_bench::{loadavg_1m, prom_sample, prom_sum};
 use wyvern_openflow::{ListenAddr, Switch, SwitchConfig};
 use wyvern_testkit::ovs::OvsSandbox;
 use wyvern_testkit::wyvernd::{Wyvernd, WyverndOptions};
@@ -626,25 +626,17 @@ async fn wyvernd_timings(url: &str) -> anyhow::Result<Value> {
     ] {
         for part in ["sum", "count"] {
             let name = format!("{h}_{part}");
-            // Unlabelled or the sum over labels.
-            let v: f64 = text
-                .lines()
-                .filter(|l| l.starts_with(&name) && !l.starts_with('#'))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
-            out.insert(name, json!(v));
+            out.insert(name.clone(), json!(prom_sum(&text, &name)));
         }
     }
     // How many ofctrl syncs (bundle written to barrier reply, the controller's view of the
     // switch's acknowledgement) finished within each bound.
     for le in SYNC_BOUNDS {
         let name = format!("wyvern_openflow_sync_duration_seconds_bucket{{le=\"{le}\"}}");
-        let v: f64 = text
-            .lines()
-            .filter(|l| l.starts_with(&name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        out.insert(format!("sync_le_{le}"), json!(v));
+        out.insert(
+            format!("sync_le_{le}"),
+            json!(prom_sample(&text, &name).unwrap_or(0.0)),
+        );
     }
     Ok(Value::Object(out))
 }

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use uuid::Uuid;
-use wyvern_bench::Latency;
+use wyvern_bench::{prom_sum, Latency};
 use wyvern_local::chassis::{Chassis, CHASSIS_PREFIX, TUNNEL_OFPORT};
 use wyvern_local::mirror::{change_from_events, decode, MODEL_PREFIX};
 use wyvern_local::selective::SelectiveSync;
@@ -707,26 +707,6 @@ fn spread(v: impl IntoIterator<Item = f64>) -> Option<Spread> {
     })
 }
 
-/// Sum of every sample of metric `name` (all label sets) in a Prometheus scrape.
-fn prom_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let rest = if let Some(r) = rest.strip_prefix('{') {
-                &r[r.find('}')? + 1..]
-            } else {
-                rest
-            };
-            rest.strip_prefix(' ')?
-                .split_whitespace()
-                .next()?
-                .parse::<f64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// The etcd series this benchmark reports (counters as deltas, gauges as values).
 const ETCD_COUNTERS: &[&str] = &[
     "etcd_mvcc_put_total",
@@ -1003,13 +983,6 @@ fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prometheus_sums_over_labels() {
-        let text = "# HELP x y\nfoo_total{a=\"1\"} 2\nfoo_total{a=\"2\"} 3.5\nfoo_total_other 9\nfoo_total 1\n";
-        assert_eq!(prom_sum(text, "foo_total"), 6.5);
-        assert_eq!(prom_sum(text, "bar"), 0.0);
-    }
 
     #[test]
     fn layout_gives_every_host_ports_on_two_networks() {
