@@ -770,6 +770,20 @@ mod tests {
             .collect()
     }
 
+    /// Makes `ports` the local ports, drives `sync` until it holds what they reach in `full`,
+    /// and returns what it holds.
+    async fn bind_ports(
+        sync: &mut SelectiveSync,
+        full: &Topology,
+        ports: &[Uuid],
+        what: &str,
+    ) -> Held {
+        sync.set_local_ports(ports.iter().copied());
+        let want = expected(full, &sync.local_ports().clone());
+        converge(sync, &want, what).await;
+        sync.held()
+    }
+
     /// Drives `sync` until it holds `want` and is settled (deadline 10 s).
     async fn converge(sync: &mut SelectiveSync, want: &Objects, what: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -895,10 +909,7 @@ mod tests {
         let mut sync = SelectiveSync::start(w.store.clone()).await.unwrap();
         assert_eq!(sync.held().known_networks, 20);
         assert_eq!(sync.held().watches, 3);
-        sync.set_local_ports([ports[0]]);
-        let want = expected(&w.full, &sync.local_ports().clone());
-        converge(&mut sync, &want, "port on network 1").await;
-        let h = sync.held();
+        let h = bind_ports(&mut sync, &w.full, &[ports[0]], "port on network 1").await;
         // Networks 1 and 2, their subnets, a VM port each plus the router's two interfaces.
         assert_eq!(
             (h.networks, h.subnets, h.ports, h.routers),
@@ -908,10 +919,13 @@ mod tests {
         assert_eq!((h.partitions, h.watches), (2, 5));
         assert!(sync.topology().get_network(&nets[2].0).is_none());
 
-        sync.set_local_ports([ports[0], ports[4]]);
-        let want = expected(&w.full, &sync.local_ports().clone());
-        converge(&mut sync, &want, "and a port on network 5").await;
-        let h = sync.held();
+        let h = bind_ports(
+            &mut sync,
+            &w.full,
+            &[ports[0], ports[4]],
+            "and a port on network 5",
+        )
+        .await;
         assert_eq!(
             (h.networks, h.subnets, h.ports, h.routers),
             (3, 3, 5, 1),
@@ -919,10 +933,7 @@ mod tests {
         );
         assert_eq!((h.partitions, h.watches), (3, 6));
 
-        sync.set_local_ports([ports[0]]);
-        let want = expected(&w.full, &sync.local_ports().clone());
-        converge(&mut sync, &want, "network 5 dropped").await;
-        let h = sync.held();
+        let h = bind_ports(&mut sync, &w.full, &[ports[0]], "network 5 dropped").await;
         assert_eq!(
             (h.networks, h.subnets, h.ports, h.routers),
             (2, 2, 4, 1),
