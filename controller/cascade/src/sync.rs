@@ -371,8 +371,39 @@ pub fn on_change(
         }
     }
     for pod in pods {
-        push(b, t, pod, kind, id);
+        push_after_parents(b, t, s, pod, kind, id);
     }
+}
+
+/// Queues `(kind, id)` in `pod` after the parents its bottom create needs, if the pod does
+/// not hold them yet. The watcher reads the top's *current* state for a batch of events, so
+/// a subnet's event may already see a port placed in a pod later in the same batch: without
+/// this the subnet's job would run before the network's and fail with `NetworkNotFound`.
+fn push_after_parents(b: &mut Batch, t: &Topology, s: &Snapshot, pod: Uuid, kind: Kind, id: Uuid) {
+    let held = |kind, id| s.routing(pod, kind, id).is_some();
+    let net = match kind {
+        Kind::Subnet => t.get_subnet(&id).map(|sn| sn.network_id),
+        Kind::Port => t.get_port(&id).map(|p| p.network_id),
+        Kind::Network | Kind::Router => None,
+    };
+    if let Some(net) = net.filter(|n| !held(Kind::Network, *n)) {
+        push(b, t, pod, Kind::Network, net);
+        if kind == Kind::Port {
+            for sn in t.network_subnets(&net) {
+                push(b, t, pod, Kind::Subnet, sn.id);
+            }
+        }
+    }
+    if let Some(r) = t
+        .get_port(&id)
+        .filter(|_| kind == Kind::Port)
+        .and_then(|p| interface_router(p))
+    {
+        if !held(Kind::Router, r) {
+            push(b, t, pod, Kind::Router, r);
+        }
+    }
+    push(b, t, pod, kind, id);
 }
 
 /// Queues a sync of everything `pod` should hold or holds (after a restart whose watch fell
@@ -555,5 +586,42 @@ mod tests {
             json!(p.fixed_ips[0].ip_address)
         );
         assert_eq!(body["binding:host_id"], "h");
+    }
+
+    /// The CI failure of session 5: the subnet's event and the port's arrive in one batch,
+    /// so the subnet's event already sees the port placed in pod A.
+    #[test]
+    fn one_batch_queues_parents_before_children_whatever_the_event_order() {
+        let (t, net, sub, router, iface, placed, _) = topo();
+        let mut s = Snapshot::default();
+        let a = pod(1, "RegionA", "");
+        s.pods.insert(a.pod_id, a);
+        for events in [
+            vec![(Kind::Subnet, sub), (Kind::Port, placed)],
+            vec![
+                (Kind::Port, iface),
+                (Kind::Subnet, sub),
+                (Kind::Port, placed),
+            ],
+            vec![(Kind::Router, router), (Kind::Port, placed)],
+        ] {
+            let mut batch = Batch::default();
+            let mut fps = Fingerprints::default();
+            for (kind, id) in &events {
+                on_change(&mut batch, &mut fps, &t, &s, *kind, *id);
+            }
+            let order: Vec<(Kind, Uuid)> =
+                batch.queued().iter().map(|(_, k, i)| (*k, *i)).collect();
+            let at = |k, i| order.iter().position(|x| *x == (k, i));
+            for (parent, child) in [
+                ((Kind::Network, net), (Kind::Subnet, sub)),
+                ((Kind::Subnet, sub), (Kind::Port, placed)),
+                ((Kind::Subnet, sub), (Kind::Port, iface)),
+                ((Kind::Router, router), (Kind::Port, iface)),
+            ] {
+                let (p, c) = (at(parent.0, parent.1), at(child.0, child.1));
+                assert!(p.is_some() && c.is_some() && p < c, "{events:?}: {order:?}");
+            }
+        }
     }
 }
