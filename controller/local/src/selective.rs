@@ -968,6 +968,102 @@ mod tests {
         );
     }
 
+    /// The real redb store behind a gate that stops the consumers of its watch streams
+    /// (not the store: commits go on). A watch held back while the history is compacted
+    /// then ends with the store's own `Compacted` when it reads on. A test double for the
+    /// consumer side only; the store and its errors are real.
+    struct GatedStore {
+        inner: Arc<dyn Store>,
+        open: tokio::sync::watch::Sender<bool>,
+        /// `Compacted` items the watch streams passed on.
+        compacted: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for GatedStore {
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+            self.inner.range(prefix).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<wyvern_store::TxnResult, StoreError> {
+            self.inner.txn(txn).await
+        }
+        async fn revision(&self) -> Result<Revision, StoreError> {
+            self.inner.revision().await
+        }
+        async fn watch(
+            &self,
+            prefix: &str,
+            from: Revision,
+        ) -> Result<wyvern_store::WatchStream, StoreError> {
+            let stream = self.inner.watch(prefix, from).await?;
+            let state = (stream, self.open.subscribe(), self.compacted.clone());
+            Ok(
+                futures::stream::unfold(state, |(mut s, mut gate, n)| async move {
+                    gate.wait_for(|open| *open).await.ok()?;
+                    let item = s.next().await?;
+                    if matches!(item, Err(StoreError::Compacted { .. })) {
+                        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Some((item, (s, gate, n)))
+                })
+                .boxed(),
+            )
+        }
+    }
+
+    /// Watches that fall behind compacted history end with `Compacted`; each is resynced by
+    /// a fresh range diffed against what is held, so a port deleted and one created while
+    /// the watches were behind are both seen, and nothing else changes.
+    #[tokio::test]
+    async fn watches_behind_compacted_history_resync_to_the_store() {
+        let mut w = World::new();
+        let (n1, s1) = w.network(1).await;
+        let (n2, s2) = w.network(2).await;
+        let r = w.router().await;
+        assert!(w.interface(r, s1, true).await);
+        assert!(w.interface(r, s2, true).await);
+        let local = w.port(n1).await;
+        let doomed = w.port(n2).await;
+        let (open, _) = tokio::sync::watch::channel(true);
+        let gated = Arc::new(GatedStore {
+            inner: w.store.clone(),
+            open,
+            compacted: Default::default(),
+        });
+        let mut sync = SelectiveSync::start(gated.clone()).await.unwrap();
+        let before = bind_ports(&mut sync, &w.full, &[local], "before").await;
+        assert_eq!((before.partitions, before.resyncs), (2, 0), "{before:?}");
+        assert!(sync.topology().get_port(&doomed).is_some());
+
+        // Behind: two commits at least after the gate closes (a read already waiting may
+        // still take the first), then the history goes.
+        gated.open.send_replace(false);
+        let c = w.full.delete_port(&w.admin, &doomed.to_string()).unwrap();
+        w.apply(c).await;
+        let born = w.port(n2).await;
+        let (n3, _) = w.network(3).await;
+        let rev = w.store.revision().await.unwrap();
+        w.store.compact(rev).await.unwrap();
+        gated.open.send_replace(true);
+
+        let want = expected(&w.full, &[local].into());
+        converge(&mut sync, &want, "after compaction").await;
+        let after = sync.held();
+        assert!(
+            gated.compacted.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+            "the store ended a watch with Compacted"
+        );
+        assert!(after.resyncs >= 1, "{after:?}");
+        assert!(sync.topology().get_port(&doomed).is_none());
+        assert!(sync.topology().get_port(&born).is_some());
+        assert_eq!(after.known_networks, 3, "the catalog resynced too");
+        assert!(sync.topology().get_network(&n3).is_none());
+        assert_eq!((after.partitions, after.watches), (2, before.watches));
+    }
+
     /// Randomized: after every step the selective mirror equals the full topology
     /// restricted to the interest set, and the changes it returned, applied to a separate
     /// topology, build the same thing.
