@@ -244,6 +244,9 @@ pub struct Snoop {
 /// One bundle as snoop saw it, in milliseconds from its OPEN_REQUEST.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct BundleTiming {
+    /// When the switch read the OPEN_REQUEST, in seconds of the (UTC) day, snoop's clock
+    /// (1 ms resolution): to place a bundle on the timeline of the writes that caused it.
+    pub open_at_s: f64,
     /// OpenFlow messages, both directions, from the OPEN_REQUEST to the BARRIER_REPLY, both
     /// included.
     pub messages: usize,
@@ -308,6 +311,7 @@ fn parse_bundles(text: &str) -> Vec<BundleTiming> {
         } else if line.contains("OFPT_BARRIER_REPLY") {
             if let (Some(a), Some(b)) = (open.take(), last_ts) {
                 out.push(BundleTiming {
+                    open_at_s: a,
                     messages,
                     commit_reply_ms: commit.take().map(|c| round((c - a) * 1e3)),
                     barrier_reply_ms: round((b - a) * 1e3),
@@ -316,6 +320,16 @@ fn parse_bundles(text: &str) -> Vec<BundleTiming> {
         }
     }
     out
+}
+
+/// The host's wall clock in seconds of the UTC day, the clock of [`BundleTiming::open_at_s`]
+/// (this host runs in UTC, as does snoop's `--timestamp`; a run across midnight is not
+/// placed).
+pub fn seconds_of_day_now() -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now.as_secs_f64() % 86_400.0
 }
 
 /// Seconds of the day from snoop's `2026-11-28 14:31:17.123: ` prefix.
@@ -356,6 +370,7 @@ OFPT_FLOW_MOD (OF1.3) (xid=0x11): ADD table:7 priority=100 actions=output:5
         let b = parse_bundles(text);
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].barrier_reply_ms, 6.0);
+        assert_eq!(b[0].open_at_s, 14.0 * 3600.0 + 31.0 * 60.0 + 17.1);
         assert_eq!(b[0].commit_reply_ms, Some(5.0));
         // OPEN and its reply, ADD, COMMIT, BARRIER and their replies.
         assert_eq!(b[0].messages, 7);
