@@ -621,9 +621,11 @@ async fn bench_wyvern(args: &Args, shape: &Shape, wyvernd_bin: &Path) -> anyhow:
 /// after the bind's OVSDB commit): bind -> the switch reads the OPEN (wyvernd hearing of the
 /// bind from ovsdb-server, compiling, writing, and the switch getting to read it), OPEN ->
 /// BARRIER_REPLY (the switch's ack), and BARRIER_REPLY -> the bench's `dump-flows` poll
-/// seeing the flow. Adds the three to each sample and returns their medians.
+/// seeing the flow; and bind -> BARRIER_REPLY, the port's time to acknowledged flows without
+/// the poll (each `ovs-ofctl` run costs the switch several main-loop iterations). Adds them
+/// to each sample and returns their medians.
 fn split_bind_to_flows(inc: &mut [Value], bundles: &[BundleTiming]) -> Value {
-    let mut parts: [Vec<f64>; 3] = Default::default();
+    let mut parts: [Vec<f64>; 4] = Default::default();
     for sample in inc.iter_mut() {
         let (Some(bind), Some(seen)) = (sample["bind_at_s"].as_f64(), sample["seen_at_s"].as_f64())
         else {
@@ -638,10 +640,12 @@ fn split_bind_to_flows(inc: &mut [Value], bundles: &[BundleTiming]) -> Value {
             (b.open_at_s - bind) * 1e3,
             b.barrier_reply_ms,
             (seen - reply_at) * 1e3,
+            (reply_at - bind) * 1e3,
         ];
         sample["bind_to_bundle_open_ms"] = json!(ms[0]);
         sample["bundle_open_to_barrier_reply_ms"] = json!(ms[1]);
         sample["barrier_reply_to_seen_ms"] = json!(ms[2]);
+        sample["bind_to_barrier_reply_ms"] = json!(ms[3]);
         for (v, m) in parts.iter_mut().zip(ms) {
             v.push(m);
         }
@@ -650,11 +654,12 @@ fn split_bind_to_flows(inc: &mut [Value], bundles: &[BundleTiming]) -> Value {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
     };
-    let [a, b, c] = &mut parts;
+    let [a, b, c, d] = &mut parts;
     json!({
         "bind_to_bundle_open": median(a),
         "bundle_open_to_barrier_reply": median(b),
         "barrier_reply_to_seen": median(c),
+        "bind_to_barrier_reply": median(d),
     })
 }
 
@@ -1001,6 +1006,7 @@ mod tests {
         assert!(near(&inc[0]["bind_to_bundle_open_ms"], 300.0), "{inc:?}");
         assert!(near(&inc[0]["bundle_open_to_barrier_reply_ms"], 10.0));
         assert!(near(&inc[0]["barrier_reply_to_seen_ms"], 40.0));
+        assert!(near(&inc[0]["bind_to_barrier_reply_ms"], 310.0));
         // No bundle after the second bind: left unsplit, not matched to an earlier one.
         assert!(inc[1].get("bind_to_bundle_open_ms").is_none());
         assert!(near(&split["bind_to_bundle_open"], 300.0), "{split}");
