@@ -121,6 +121,25 @@ struct Scenario {
     t: Targets,
 }
 
+impl Scenario {
+    /// The compiled IR, from which each test builds its engines.
+    fn ir(&self) -> (Vec<Flow>, Vec<FloodGroup>) {
+        (
+            self.w.compiler.flows().cloned().collect(),
+            self.w.compiler.groups().cloned().collect(),
+        )
+    }
+}
+
+/// A fresh engine of the IR, with its flow cache on or off.
+fn engine(flows: &[Flow], groups: &[FloodGroup], cache: bool) -> Engine {
+    let mut e = Engine::from_ir(flows, groups).unwrap();
+    if !cache {
+        e.set_flow_cache(0);
+    }
+    e
+}
+
 fn build(seed: u64) -> Scenario {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut w = World::new();
@@ -346,10 +365,9 @@ fn engine_equals_interpreter_on_random_topologies_and_packets() {
     let mut cache_hits = 0;
     for seed in 0..24u64 {
         let s = build(seed);
-        let flows: Vec<Flow> = s.w.compiler.flows().cloned().collect();
-        let groups: Vec<FloodGroup> = s.w.compiler.groups().cloned().collect();
+        let (flows, groups) = s.ir();
         let reference = Interpreter::new(&flows, &groups);
-        let mut full = Engine::from_ir(&flows, &groups).unwrap();
+        let mut full = engine(&flows, &groups, true);
         assert_eq!(
             full.shadowed(),
             0,
@@ -450,9 +468,8 @@ fn engine_equals_interpreter_on_random_topologies_and_packets() {
 #[test]
 fn counters_count_what_matched() {
     let s = build(7);
-    let flows: Vec<Flow> = s.w.compiler.flows().cloned().collect();
-    let groups: Vec<FloodGroup> = s.w.compiler.groups().cloned().collect();
-    let mut e = Engine::from_ir(&flows, &groups).unwrap();
+    let (flows, groups) = s.ir();
+    let mut e = engine(&flows, &groups, true);
     let h = s.t.hosts.iter().find(|h| h.ofport.is_some()).unwrap();
     let ofport = h.ofport.unwrap();
     let classify = flows
@@ -542,16 +559,14 @@ fn process_burst_equals_frame_by_frame_processing() {
     let mut uniform_bursts = 0usize;
     for seed in 0..6u64 {
         let s = build(seed);
-        let flows: Vec<Flow> = s.w.compiler.flows().cloned().collect();
-        let groups: Vec<FloodGroup> = s.w.compiler.groups().cloned().collect();
-        let mut burst = Engine::from_ir(&flows, &groups).unwrap();
-        let mut plain = Engine::from_ir(&flows, &groups).unwrap();
-        plain.set_flow_cache(0);
+        let (flows, groups) = s.ir();
+        let mut burst = engine(&flows, &groups, true);
+        let mut plain = engine(&flows, &groups, false);
         // Frame by frame with the cache on: its hit/miss statistics must be the burst's.
-        let mut single = Engine::from_ir(&flows, &groups).unwrap();
+        let mut single = engine(&flows, &groups, true);
         // The same bursts through `process_burst_runs`: maximal runs that expand to the
         // same verdicts.
-        let mut by_runs = Engine::from_ir(&flows, &groups).unwrap();
+        let mut by_runs = engine(&flows, &groups, true);
         let mut runs = Vec::new();
         let mut rng = StdRng::seed_from_u64(seed ^ 0xb0b5);
         let mut pool: Vec<(u32, Vec<u8>)> = (0..24)
@@ -697,13 +712,10 @@ fn routed_one_flow_bursts_equal_frame_by_frame() {
     let mut routed_bursts = 0usize;
     for seed in 0..6u64 {
         let s = build(seed);
-        let flows: Vec<Flow> = s.w.compiler.flows().cloned().collect();
-        let groups: Vec<FloodGroup> = s.w.compiler.groups().cloned().collect();
-        let mut burst = Engine::from_ir(&flows, &groups).unwrap();
-        let mut plain = Engine::from_ir(&flows, &groups).unwrap();
-        plain.set_flow_cache(0);
-        let mut probe = Engine::from_ir(&flows, &groups).unwrap();
-        probe.set_flow_cache(0);
+        let (flows, groups) = s.ir();
+        let mut burst = engine(&flows, &groups, true);
+        let mut plain = engine(&flows, &groups, false);
+        let mut probe = engine(&flows, &groups, false);
         let mut rng = StdRng::seed_from_u64(seed ^ 0x0070_7e00);
         // Flows the router forwards: an output verdict and a rewritten source MAC.
         let mut routed: Vec<(u32, Vec<u8>)> = Vec::new();
