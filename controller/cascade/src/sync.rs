@@ -308,10 +308,7 @@ fn push(b: &mut Batch, t: &Topology, pod: Uuid, kind: Kind, id: Uuid) {
 /// Queues what a pod needs before a port placed there: the network, its subnets, and the
 /// routers with interfaces on it.
 fn ensure_network(b: &mut Batch, t: &Topology, pod: Uuid, net: Uuid) {
-    push(b, t, pod, Kind::Network, net);
-    for sn in t.network_subnets(&net) {
-        push(b, t, pod, Kind::Subnet, sn.id);
-    }
+    push_network_and_subnets(b, t, pod, net);
     let interfaces: Vec<Arc<Port>> = t
         .network_ports(&net)
         .filter(|p| p.is_router_interface())
@@ -322,6 +319,14 @@ fn ensure_network(b: &mut Batch, t: &Topology, pod: Uuid, net: Uuid) {
             push(b, t, pod, Kind::Router, r);
             push(b, t, pod, Kind::Port, i.id);
         }
+    }
+}
+
+/// Queues network `net` in `pod`, then its subnets.
+fn push_network_and_subnets(b: &mut Batch, t: &Topology, pod: Uuid, net: Uuid) {
+    push(b, t, pod, Kind::Network, net);
+    for sn in t.network_subnets(&net) {
+        push(b, t, pod, Kind::Subnet, sn.id);
     }
 }
 
@@ -387,11 +392,10 @@ fn push_after_parents(b: &mut Batch, t: &Topology, s: &Snapshot, pod: Uuid, kind
         Kind::Network | Kind::Router => None,
     };
     if let Some(net) = net.filter(|n| !held(Kind::Network, *n)) {
-        push(b, t, pod, Kind::Network, net);
         if kind == Kind::Port {
-            for sn in t.network_subnets(&net) {
-                push(b, t, pod, Kind::Subnet, sn.id);
-            }
+            push_network_and_subnets(b, t, pod, net);
+        } else {
+            push(b, t, pod, Kind::Network, net);
         }
     }
     if let Some(r) = t
